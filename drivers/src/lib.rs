@@ -1,0 +1,1 @@
+//! Network drivers registered into the controller by the daemon.

@@ -1,0 +1,1 @@
+//! Networks, endpoints and sandboxes: the controller proper.

@@ -1,0 +1,1 @@
+//! iptables programming shared by drivers, applied in batches.

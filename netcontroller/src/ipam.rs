@@ -1,0 +1,1 @@
+//! Address management: subnets from pools, addresses per network.

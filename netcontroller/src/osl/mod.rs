@@ -1,0 +1,1 @@
+//! OS layer: network namespaces, netlink, sysctl.

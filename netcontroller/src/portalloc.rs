@@ -1,0 +1,1 @@
+//! Host port allocation per (protocol, host IP).

@@ -1,0 +1,1 @@
+//! In-process userland proxy for published ports.

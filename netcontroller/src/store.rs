@@ -1,0 +1,1 @@
+//! Persisted state: one JSON document per object, written atomically.

@@ -1,0 +1,1 @@
+//! Containers: store, lifecycle, OCI spec, containerd.

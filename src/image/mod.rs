@@ -1,0 +1,1 @@
+//! The minimum image store that docker import/load and docker run need.

@@ -5,12 +5,12 @@
 //! kernel work of each network type to a [`driver::Driver`] registered by the
 //! daemon. It never names a concrete driver.
 
+pub mod controller;
 pub mod driver;
 pub mod error;
-pub mod model;
-pub mod controller;
 pub mod firewall;
 pub mod ipam;
+pub mod model;
 pub mod osl;
 pub mod portalloc;
 pub mod proxy;

@@ -1,1 +1,346 @@
 //! iptables programming shared by drivers, applied in batches.
+//!
+//! Reproduces the rules dockerd 20.10 installs, in dockerd's order: chains
+//! DOCKER, DOCKER-USER and DOCKER-ISOLATION-STAGE-1/2 (filter) and DOCKER
+//! (nat), per-network rules inserted so the newest network comes first right
+//! after the FORWARD jumps, published ports appended.
+//!
+//! Each call reads the tables once (`iptables-save`), plans the changes
+//! against that copy so nothing is duplicated or removed twice, and applies
+//! them with a single `iptables-restore --noflush`. The API is synchronous
+//! (it runs processes; async callers use `spawn_blocking`) and acts on the
+//! network namespace of the calling thread.
+
+mod iptables;
+mod rules;
+mod ruleset;
+
+#[cfg(test)]
+mod golden;
+
+use std::net::Ipv4Addr;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use ipnetwork::Ipv4Network;
+use serde::{Deserialize, Serialize};
+use tracing::{debug, warn};
+
+use crate::error::{ErrorKind, Kind};
+use crate::model::PortBinding;
+
+use self::iptables::{Backend, Iptables};
+use self::rules::Want;
+pub use self::ruleset::ParseError;
+use self::ruleset::{Plan, Ruleset};
+
+/// The firewall side of one bridge network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BridgeRules {
+    /// Interface name of the bridge (`docker0`, `br-<12 hex>`).
+    pub bridge: String,
+    /// The network's subnet; host bits are ignored.
+    pub subnet: Ipv4Network,
+    /// Containers on the bridge may talk to each other.
+    pub icc: bool,
+    /// Traffic leaving the subnet is masqueraded (`--ip-masq`).
+    pub masquerade: bool,
+    /// No traffic in or out of the subnet (`docker network create --internal`).
+    pub internal: bool,
+}
+
+/// The published ports of one endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortRules {
+    pub bridge: String,
+    pub container_ip: Ipv4Addr,
+    /// Host ports are resolved (never 0).
+    pub bindings: Vec<PortBinding>,
+}
+
+/// Daemon-wide settings that change the rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FirewallOptions {
+    /// `--userland-proxy` (dockerd's default true). When false, loopback and
+    /// bridge traffic to published ports is DNATed instead (hairpin mode).
+    pub userland_proxy: bool,
+    /// Set the FORWARD policy to DROP (dockerd does when it enables ip_forward).
+    pub forward_policy_drop: bool,
+}
+
+/// Why a firewall call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FirewallError {
+    #[error("invalid bridge name {0:?}: expected 1 to 15 characters of [A-Za-z0-9_.-]")]
+    InvalidBridgeName(String),
+    #[error("invalid port binding {binding}: ports must not be 0")]
+    InvalidPort { binding: String },
+    #[error("failed to run {program}: {source}")]
+    Spawn {
+        program: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{program} failed ({status}): {stderr}")]
+    Command {
+        program: &'static str,
+        status: String,
+        stderr: String,
+    },
+    #[error("cannot read iptables-save output: {0}")]
+    Parse(#[source] ParseError),
+    #[error("failed to write {path}: {source}")]
+    Sysctl {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Several teardown steps failed; each message is kept.
+    #[error("{}", .0.join("; "))]
+    Teardown(Vec<String>),
+}
+
+impl Kind for FirewallError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            FirewallError::InvalidBridgeName(_) | FirewallError::InvalidPort { .. } => {
+                ErrorKind::InvalidArgument
+            }
+            FirewallError::Spawn { .. }
+            | FirewallError::Command { .. }
+            | FirewallError::Parse(_)
+            | FirewallError::Sysctl { .. }
+            | FirewallError::Teardown(_) => ErrorKind::System,
+        }
+    }
+}
+
+/// Programs iptables for the bridge driver. Calls are serialised.
+pub struct Firewall {
+    opts: FirewallOptions,
+    backend: Box<dyn Backend>,
+    lock: Mutex<()>,
+}
+
+impl std::fmt::Debug for Firewall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Firewall")
+            .field("opts", &self.opts)
+            .finish()
+    }
+}
+
+/// Bridge names end up in restore scripts and /proc paths: allow only what
+/// interface names made by the daemon or users reasonably contain.
+fn check_bridge(name: &str) -> Result<(), FirewallError> {
+    let ok = (1..=15).contains(&name.len())
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(FirewallError::InvalidBridgeName(name.to_string()))
+    }
+}
+
+fn check_ports(p: &PortRules) -> Result<(), FirewallError> {
+    check_bridge(&p.bridge)?;
+    if let Some(b) = p
+        .bindings
+        .iter()
+        .find(|b| b.host_port == 0 || b.container_port == 0)
+    {
+        return Err(FirewallError::InvalidPort {
+            binding: format!(
+                "{}:{}->{}/{}",
+                b.host_ip, b.host_port, b.container_port, b.proto
+            ),
+        });
+    }
+    Ok(())
+}
+
+impl Firewall {
+    pub fn new(opts: FirewallOptions) -> Firewall {
+        Firewall::with_backend(opts, Box::new(Iptables))
+    }
+
+    fn with_backend(opts: FirewallOptions, backend: Box<dyn Backend>) -> Firewall {
+        Firewall {
+            opts,
+            backend,
+            lock: Mutex::new(()),
+        }
+    }
+
+    pub fn options(&self) -> FirewallOptions {
+        self.opts
+    }
+
+    fn guard(&self) -> std::sync::MutexGuard<'_, ()> {
+        // The guarded state is the kernel's, not ours: a panic elsewhere
+        // leaves nothing inconsistent here.
+        self.lock.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Chains DOCKER, DOCKER-USER, DOCKER-ISOLATION-STAGE-1/2 (filter) and
+    /// DOCKER (nat), the FORWARD/PREROUTING/OUTPUT jumps, the RETURN rules,
+    /// FORWARD policy DROP when asked. Idempotent: run twice -> one copy of
+    /// each rule. Never removes rules a user added to DOCKER-USER or to their
+    /// own chains.
+    pub fn setup_base(&self) -> Result<(), FirewallError> {
+        let _g = self.guard();
+        self.apply("setup_base", &rules::base(&self.opts))
+    }
+
+    /// Empties DOCKER (filter and nat) and the isolation chains, as dockerd
+    /// does at start so rules of networks and ports lost in a crash go away.
+    /// Call it before [`Firewall::setup_base`], then re-add networks and ports.
+    pub fn reset_chains(&self) -> Result<(), FirewallError> {
+        let _g = self.guard();
+        self.apply("reset_chains", &rules::reset())
+    }
+
+    /// Installs the rules of a bridge network. Idempotent; the bridge must
+    /// exist when the userland proxy is off (its route_localnet is set).
+    /// On failure nothing it added stays behind.
+    pub fn add_network(&self, r: &BridgeRules) -> Result<(), FirewallError> {
+        check_bridge(&r.bridge)?;
+        let _g = self.guard();
+        if !self.opts.userland_proxy {
+            self.backend.enable_route_localnet(&r.bridge)?;
+        }
+        let mut wants = rules::chains();
+        wants.extend(rules::forward_jumps());
+        wants.extend(rules::network(&self.opts, r));
+        self.apply("add_network", &wants)
+    }
+
+    /// Removes exactly the rules of the bridge network; absent rules are fine.
+    /// Keeps going past failing rules and reports them together.
+    pub fn remove_network(&self, r: &BridgeRules) -> Result<(), FirewallError> {
+        check_bridge(&r.bridge)?;
+        let _g = self.guard();
+        self.teardown("remove_network", &rules::network_teardown(r))
+    }
+
+    /// Publishes an endpoint's ports: all of them or, on failure, none.
+    pub fn add_ports(&self, p: &PortRules) -> Result<(), FirewallError> {
+        check_ports(p)?;
+        let _g = self.guard();
+        let mut wants = rules::chains();
+        wants.extend(rules::ports(&self.opts, p));
+        self.apply("add_ports", &wants)
+    }
+
+    /// Unpublishes an endpoint's ports; absent rules are fine, failures are
+    /// collected while the rest is still removed.
+    pub fn remove_ports(&self, p: &PortRules) -> Result<(), FirewallError> {
+        check_ports(p)?;
+        let _g = self.guard();
+        self.teardown("remove_ports", &rules::ports_teardown(p))
+    }
+
+    /// Plans against one snapshot and applies one batch; if the batch fails,
+    /// removes whatever part of it made it into the kernel.
+    fn apply(&self, what: &str, wants: &[Want]) -> Result<(), FirewallError> {
+        let started = Instant::now();
+        let before = self.backend.snapshot()?;
+        let mut plan = Plan::new(before.clone());
+        plan.want_all(wants);
+        let batch = plan.batch();
+        if batch.is_empty() {
+            debug!(what, "firewall already as wanted");
+            return Ok(());
+        }
+        match self.backend.restore(batch) {
+            Ok(()) => {
+                debug!(
+                    what,
+                    commands = batch.len(),
+                    elapsed_us = started.elapsed().as_micros() as u64,
+                    "firewall updated"
+                );
+                Ok(())
+            }
+            Err(err) => {
+                let undo: Vec<Want> = batch
+                    .added_rules()
+                    .filter(|r| !before.contains(r))
+                    .map(|r| Want::Absent(r.clone()))
+                    .collect();
+                if let Err(undo_err) = self.teardown(what, &undo) {
+                    warn!(what, error = %undo_err, "could not roll back a failed firewall update");
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// Removes in one batch; if that fails, retries rule by rule against a
+    /// fresh snapshot so one bad rule does not keep the others in place.
+    fn teardown(&self, what: &str, wants: &[Want]) -> Result<(), FirewallError> {
+        let mut plan = Plan::new(self.backend.snapshot()?);
+        plan.want_all(wants);
+        if plan.batch().is_empty() {
+            return Ok(());
+        }
+        let Err(first) = self.backend.restore(plan.batch()) else {
+            debug!(
+                what,
+                commands = plan.batch().len(),
+                "firewall rules removed"
+            );
+            return Ok(());
+        };
+        debug!(what, error = %first, "batched removal failed, removing one by one");
+        let mut current = self.backend.snapshot()?;
+        let mut errors = Vec::new();
+        for want in wants {
+            let mut single = Plan::new(current.clone());
+            single.want(want);
+            if single.batch().is_empty() {
+                continue;
+            }
+            match self.backend.restore(single.batch()) {
+                Ok(()) => current = single.result().clone(),
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(FirewallError::Teardown(errors))
+        }
+    }
+}
+
+/// The tables a daemon with `opts` holds in an empty namespace after
+/// `setup_base`, `add_network` for each network in order and `add_ports` for
+/// each port set — the text `iptables-save` prints without comments and
+/// counters. For tests and for documentation of the rules.
+pub fn expected_tables(
+    opts: &FirewallOptions,
+    networks: &[BridgeRules],
+    ports: &[PortRules],
+) -> String {
+    let mut wants = rules::base(opts);
+    for n in networks {
+        wants.extend(rules::chains());
+        wants.extend(rules::forward_jumps());
+        wants.extend(rules::network(opts, n));
+    }
+    for p in ports {
+        wants.extend(rules::chains());
+        wants.extend(rules::ports(opts, p));
+    }
+    let mut plan = Plan::new(Ruleset::default());
+    plan.want_all(&wants);
+    plan.result().render()
+}
+
+#[cfg(test)]
+mod tests;

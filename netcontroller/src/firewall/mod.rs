@@ -199,6 +199,9 @@ impl Firewall {
     /// Empties DOCKER (filter and nat) and the isolation chains, as dockerd
     /// does at start so rules of networks and ports lost in a crash go away.
     /// Call it before [`Firewall::setup_base`], then re-add networks and ports.
+    /// Like dockerd, it leaves rules in FORWARD and POSTROUTING alone: those of
+    /// networks or ports that are gone are removed with `remove_network` /
+    /// `remove_ports`.
     pub fn reset_chains(&self) -> Result<(), FirewallError> {
         let _g = self.guard();
         self.apply("reset_chains", &rules::reset())

@@ -517,3 +517,11 @@ fn restore_refuses_a_damaged_pool() {
         "nothing was registered"
     );
 }
+
+#[test]
+fn shared_between_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Ipam>();
+    send_sync::<IpamError>();
+    send_sync::<AddressPool>();
+}

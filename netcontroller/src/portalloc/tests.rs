@@ -219,3 +219,10 @@ fn from_kernel_stays_within_dockerds_bounds() {
     let r = PortAllocator::from_kernel().ephemeral();
     assert!(*r.start() >= 49153 && r.start() <= r.end(), "{r:?}");
 }
+
+#[test]
+fn shared_between_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<PortAllocator>();
+    send_sync::<PortError>();
+}

@@ -3,7 +3,7 @@
 //! One mutex guards every network's books, so a subnet choice and the
 //! overlap check it depends on happen atomically, and an address is never
 //! handed out twice however many threads ask. Each network keeps its used
-//! addresses in a sparse bitmap (see [`bitmap`]): the gateway and auxiliary
+//! addresses in a sparse bitmap (module `bitmap`): the gateway and auxiliary
 //! addresses are marked used when the network is registered; the network and
 //! broadcast addresses are never candidates.
 //!
@@ -33,7 +33,7 @@ use std::net::Ipv4Addr;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use ipnetwork::Ipv4Network;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::error::{ErrorKind, Kind};
 use crate::model::IpamPool;
@@ -258,8 +258,20 @@ pub struct Ipam {
 }
 
 impl Ipam {
-    /// An empty manager choosing subnets from `pools`, in order.
+    /// An empty manager choosing subnets from `pools`, in order. The fields
+    /// of a pool are public, so pools built without [`AddressPool::new`] are
+    /// checked here; one that fails is dropped with a warning.
     pub fn new(pools: Vec<AddressPool>) -> Ipam {
+        let pools = pools
+            .into_iter()
+            .filter(|p| match AddressPool::new(p.base, p.size) {
+                Ok(_) => true,
+                Err(e) => {
+                    warn!(pool = %p, error = %e, "ipam: address pool ignored");
+                    false
+                }
+            })
+            .collect();
         Ipam {
             pools,
             networks: Mutex::new(HashMap::new()),
@@ -288,61 +300,47 @@ impl Ipam {
         req: &IpamRequest,
         avoid: &[Ipv4Network],
     ) -> Result<IpamPool, IpamError> {
-        if req.subnet.is_none() {
-            let what = if req.gateway.is_some() {
-                Some("gateway")
-            } else if req.ip_range.is_some() {
-                Some("ip-range")
-            } else if !req.aux_addresses.is_empty() {
-                Some("auxiliary address")
-            } else {
-                None
-            };
-            if let Some(what) = what {
-                return Err(IpamError::NeedsSubnet { what });
+        let user_pool = match req.subnet {
+            Some(subnet) => {
+                // Everything about the request is checked before the books
+                // are consulted, so a bad gateway is reported as such. The
+                // subnet first: the default gateway needs room for a host.
+                check_subnet(subnet)?;
+                let pool = resolve(req, subnet);
+                check_pool(&pool)?;
+                Some(pool)
             }
-        }
-        if let Some(subnet) = req.subnet {
-            check_subnet(subnet)?;
-        }
+            None => {
+                let stray = [
+                    (req.gateway.is_some(), "gateway"),
+                    (req.ip_range.is_some(), "ip-range"),
+                    (!req.aux_addresses.is_empty(), "auxiliary address"),
+                ];
+                if let Some((_, what)) = stray.into_iter().find(|(given, _)| *given) {
+                    return Err(IpamError::NeedsSubnet { what });
+                }
+                None
+            }
+        };
 
         let mut networks = self.lock();
-        if networks.contains_key(id) {
-            return Err(IpamError::NetworkExists(id.to_string()));
-        }
-        let subnet = match req.subnet {
-            Some(subnet) => {
-                if let Some(other) = holder_overlapping(&networks, subnet) {
-                    return Err(IpamError::PoolOverlap {
-                        subnet,
-                        other: other.to_string(),
-                    });
-                }
-                subnet
-            }
+        let pool = match user_pool {
+            Some(pool) => pool,
             None => {
                 let blockers: Vec<(u64, u64)> = networks
                     .values()
                     .map(|n| span(n.pool.subnet))
                     .chain(avoid.iter().filter(|a| a.prefix() > 0).map(|a| span(*a)))
                     .collect();
-                self.pools
+                let subnet = self
+                    .pools
                     .iter()
                     .find_map(|p| p.first_free(&blockers))
-                    .ok_or(IpamError::NoSubnetAvailable)?
+                    .ok_or(IpamError::NoSubnetAvailable)?;
+                resolve(req, subnet)
             }
         };
-        let first_host = Ipv4Addr::from(u32::from(subnet.network()) + 1);
-        let pool = IpamPool {
-            subnet,
-            gateway: req.gateway.unwrap_or(first_host),
-            ip_range: req.ip_range,
-            aux_addresses: req.aux_addresses.clone(),
-            user_subnet: req.subnet.is_some(),
-            user_gateway: req.gateway.is_some(),
-        };
-        check_pool(&pool)?;
-        networks.insert(id.to_string(), Network::new(pool.clone()));
+        register(&mut networks, id, &pool)?;
         debug!(network = id, subnet = %pool.subnet, gateway = %pool.gateway, "ipam: network allocated");
         Ok(pool)
     }
@@ -352,17 +350,7 @@ impl Ipam {
     /// invalid when the stored pool breaks the rules new ones obey.
     pub fn restore_network(&self, id: &str, pool: &IpamPool) -> Result<(), IpamError> {
         check_pool(pool)?;
-        let mut networks = self.lock();
-        if networks.contains_key(id) {
-            return Err(IpamError::NetworkExists(id.to_string()));
-        }
-        if let Some(other) = holder_overlapping(&networks, pool.subnet) {
-            return Err(IpamError::PoolOverlap {
-                subnet: pool.subnet,
-                other: other.to_string(),
-            });
-        }
-        networks.insert(id.to_string(), Network::new(pool.clone()));
+        register(&mut self.lock(), id, pool)?;
         debug!(network = id, subnet = %pool.subnet, "ipam: network restored");
         Ok(())
     }
@@ -442,10 +430,40 @@ impl Ipam {
     }
 }
 
-/// The id of a network whose subnet overlaps `subnet`, if any.
-fn holder_overlapping(networks: &HashMap<String, Network>, subnet: Ipv4Network) -> Option<&str> {
-    networks
+/// The pool a request asks for once its subnet is known.
+fn resolve(req: &IpamRequest, subnet: Ipv4Network) -> IpamPool {
+    IpamPool {
+        subnet,
+        gateway: req
+            .gateway
+            .unwrap_or_else(|| Ipv4Addr::from(u32::from(subnet.network()) + 1)),
+        ip_range: req.ip_range,
+        aux_addresses: req.aux_addresses.clone(),
+        user_subnet: req.subnet.is_some(),
+        user_gateway: req.gateway.is_some(),
+    }
+}
+
+/// Adds a checked pool to the books unless the id or the subnet is taken.
+fn register(
+    networks: &mut HashMap<String, Network>,
+    id: &str,
+    pool: &IpamPool,
+) -> Result<(), IpamError> {
+    if networks.contains_key(id) {
+        return Err(IpamError::NetworkExists(id.to_string()));
+    }
+    let (lo, hi) = span(pool.subnet);
+    if let Some(other) = networks
         .iter()
-        .find(|(_, n)| overlaps(span(n.pool.subnet), span(subnet)))
-        .map(|(id, _)| id.as_str())
+        .find(|(_, n)| overlaps(span(n.pool.subnet), (lo, hi)))
+        .map(|(other, _)| other)
+    {
+        return Err(IpamError::PoolOverlap {
+            subnet: pool.subnet,
+            other: other.clone(),
+        });
+    }
+    networks.insert(id.to_string(), Network::new(pool.clone()));
+    Ok(())
 }

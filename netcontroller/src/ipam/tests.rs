@@ -89,6 +89,25 @@ fn pool_deserializes_from_daemon_json_with_the_same_checks() {
 }
 
 #[test]
+fn hand_built_invalid_pools_are_dropped() {
+    let bad = |base: &str, size| AddressPool {
+        base: net(base),
+        size,
+    };
+    let ipam = Ipam::new(vec![
+        bad("10.0.0.0/8", 4),
+        bad("10.0.0.0/8", 31),
+        bad("10.0.0.0/8", 40),
+        bad("10.0.0.1/8", 16),
+        pool("base=10.9.0.0/16,size=24"),
+    ]);
+    let a = ipam
+        .allocate_network("a", &IpamRequest::default(), &[])
+        .unwrap();
+    assert_eq!(a.subnet, net("10.9.0.0/24"));
+}
+
+#[test]
 fn subnet_search_jumps_over_blockers_in_huge_pools() {
     // 10.0.0.0/8 in /30s is four million candidates; only the last is free.
     let p = pool("base=10.0.0.0/8,size=30");
@@ -174,6 +193,19 @@ fn user_subnets_must_not_overlap_held_ones() {
     }
     ipam.allocate_network("b", &subnet_req("10.2.0.0/16"), &[])
         .unwrap();
+}
+
+#[test]
+fn a_bad_request_is_invalid_even_when_its_subnet_is_taken() {
+    let ipam = Ipam::new(AddressPool::defaults());
+    ipam.allocate_network("a", &subnet_req("10.1.0.0/16"), &[])
+        .unwrap();
+    let req = IpamRequest {
+        gateway: Some(ip("10.9.0.1")),
+        ..subnet_req("10.1.0.0/16")
+    };
+    let e = ipam.allocate_network("b", &req, &[]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
 }
 
 #[test]

@@ -1,1 +1,0 @@
-//! Address management: subnets from pools, addresses per network.

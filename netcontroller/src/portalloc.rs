@@ -1,1 +1,0 @@
-//! Host port allocation per (protocol, host IP).

@@ -1,1 +1,0 @@
-//! Persisted state: one JSON document per object, written atomically.

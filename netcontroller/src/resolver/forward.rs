@@ -13,7 +13,7 @@ use hickory_proto::op::{Message, MessageType, ResponseCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
 
-use super::answer::{self, TCP_MAX};
+use super::answer::{self, UDP_MAX};
 use super::netns::SocketOpener;
 use crate::error::{ErrorKind, Kind};
 
@@ -145,7 +145,9 @@ impl Forwarder {
     ) -> std::io::Result<Option<Message>> {
         let socket = self.opener.udp(upstream).await?;
         socket.send(bytes).await?;
-        let mut buf = vec![0u8; TCP_MAX];
+        // Upstreams keep within the size the query advertises (RFC 6891);
+        // room for a bit more tolerates those that do not.
+        let mut buf = vec![0u8; usize::from(outgoing.max_payload()).max(UDP_MAX)];
         loop {
             let n = socket.recv(&mut buf).await?;
             if let Some(reply) = answers(outgoing, &buf[..n]) {

@@ -35,7 +35,7 @@ struct Shared {
     book: Arc<dyn NameBook>,
     forwarder: Forwarder,
     forwards: Arc<Semaphore>,
-    /// Counts answered A queries, for round-robin rotation.
+    /// Counts requests; successive ones rotate multi-address answers.
     turn: AtomicUsize,
 }
 

@@ -10,9 +10,9 @@
 //! queries leave through the container's own interfaces and routes, as with
 //! dockerd.
 //!
-//! Layout: [`answer`] decides what to do with one request (pure), [`forward`]
-//! asks the upstreams, [`server`] runs the sockets, [`netns`] opens sockets
-//! inside the namespace, [`upstreams`] picks the upstream servers.
+//! Layout: `answer` decides what to do with one request (pure), `forward`
+//! asks the upstreams, `server` runs the sockets, `netns` opens sockets
+//! inside the namespace, `upstreams` picks the upstream servers.
 
 mod answer;
 mod forward;
@@ -36,6 +36,9 @@ pub use upstreams::upstreams_from;
 pub const RESOLVER_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 11);
 
 /// Answers names for one asking sandbox. Implemented by the controller.
+///
+/// Called on the runtime for every query, so lookups must not block (no
+/// lock held across I/O).
 pub trait NameBook: Send + Sync + 'static {
     /// IPv4 addresses for `name` (lowercase, without trailing dot) as seen from sandbox `asker`; None = not ours -> forward.
     fn lookup_v4(&self, asker: &str, name: &str) -> Option<Vec<Ipv4Addr>>;

@@ -14,4 +14,5 @@ pub mod model;
 pub mod osl;
 pub mod portalloc;
 pub mod proxy;
+pub mod resolver;
 pub mod store;

@@ -256,6 +256,12 @@ impl NetlinkHandle {
         self.set_link(format!("set link {index} up"), msg).await
     }
 
+    /// Sets a link administratively down.
+    pub async fn set_down(&self, index: u32) -> Result<(), OslError> {
+        let msg = LinkUnspec::new_with_index(index).down().build();
+        self.set_link(format!("set link {index} down"), msg).await
+    }
+
     pub async fn set_mtu(&self, index: u32, mtu: u32) -> Result<(), OslError> {
         let msg = LinkUnspec::new_with_index(index).mtu(mtu).build();
         self.set_link(format!("set mtu {mtu} on link {index}"), msg)

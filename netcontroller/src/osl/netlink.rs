@@ -1,8 +1,8 @@
 //! Netlink access to one network namespace: links, IPv4 addresses, routes.
 //!
 //! A netlink socket acts on the namespace it was opened in, whatever thread
-//! later uses it. [`NetlinkHandle::for_netns`] therefore opens the socket on a
-//! short-lived thread that entered the namespace, and then drives it from the
+//! later uses it. [`NetlinkHandle::for_netns`] therefore opens the socket on
+//! the namespace worker, inside the namespace, and then drives it from the
 //! caller's tokio runtime like any other socket.
 
 use std::collections::BTreeSet;
@@ -28,6 +28,7 @@ use tracing::debug;
 
 use super::error::{netlink_errno as errno_of, OslError};
 use super::netns::{current_netns_label, enter_netns};
+use super::worker;
 use crate::model::MacAddr;
 
 /// What the kernel says about one link.
@@ -146,17 +147,11 @@ impl NetlinkHandle {
     pub async fn for_netns(path: &Path) -> Result<Self, OslError> {
         let rt = runtime()?;
         let path = path.to_path_buf();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        std::thread::Builder::new()
-            .name("berth-netns".into())
-            .spawn(move || {
-                let handle = enter_netns(&path)
-                    .and_then(|()| Self::connect(&rt, path.display().to_string()));
-                let _ = tx.send(handle);
-            })
-            .map_err(|e| OslError::Runtime(format!("spawn netns thread: {e}")))?;
-        rx.await
-            .map_err(|_| OslError::Runtime("netns thread ended without an answer".into()))?
+        worker::run_async(move || {
+            enter_netns(&path)?;
+            Self::connect(&rt, path.display().to_string())
+        })
+        .await
     }
 
     fn connect(rt: &tokio::runtime::Handle, netns: String) -> Result<Self, OslError> {

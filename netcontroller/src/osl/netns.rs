@@ -1,9 +1,10 @@
 //! Network namespaces: create and persist them by bind mount, remove them,
 //! and run code inside one.
 //!
-//! A thread's namespace changes with `unshare`/`setns`, so every entry into a
-//! namespace happens on a dedicated thread that ends afterwards: the caller's
-//! threads (and tokio's pooled ones) never change namespace.
+//! A thread's namespace changes with `unshare`/`setns`, so entering one
+//! happens only on the namespace worker (short jobs) or on a thread made for
+//! the purpose ([`run_in_netns`]): the caller's threads, and tokio's, never
+//! change namespace.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -15,7 +16,7 @@ use nix::sched::{setns, unshare, CloneFlags};
 use tracing::debug;
 
 use super::error::OslError;
-use super::rawlink;
+use super::{rawlink, worker};
 
 /// The calling thread's own namespace; `/proc/self/...` would name the main
 /// thread's, which differs once a thread has entered another namespace.
@@ -34,23 +35,21 @@ pub fn create_netns(path: &Path) -> Result<(), OslError> {
         .create_new(true)
         .open(path)
         .map_err(|e| OslError::netns("create mount point", path, e))?;
-    let made = std::thread::scope(|s| {
-        s.spawn(|| -> Result<(), OslError> {
-            unshare(CloneFlags::CLONE_NEWNET)
-                .map_err(|e| OslError::netns("unshare for", path, e.into()))?;
-            rawlink::set_loopback_up().map_err(|e| OslError::netns("bring lo up in", path, e))?;
-            mount(
-                Some(THREAD_NETNS),
-                path,
-                None::<&str>,
-                MsFlags::MS_BIND,
-                None::<&str>,
-            )
-            .map_err(|e| OslError::netns("bind-mount", path, e.into()))
-        })
-        .join()
+    let target = path.to_path_buf();
+    let made = worker::run_blocking(move || {
+        let path = target.as_path();
+        unshare(CloneFlags::CLONE_NEWNET)
+            .map_err(|e| OslError::netns("unshare for", path, e.into()))?;
+        rawlink::set_loopback_up().map_err(|e| OslError::netns("bring lo up in", path, e))?;
+        mount(
+            Some(THREAD_NETNS),
+            path,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| OslError::netns("bind-mount", path, e.into()))
     });
-    let made = made.unwrap_or_else(|_| Err(OslError::Runtime("netns thread panicked".into())));
     if made.is_err() {
         let _ = fs::remove_file(path);
     } else {
@@ -75,8 +74,8 @@ pub fn delete_netns(path: &Path) -> Result<(), OslError> {
     Ok(())
 }
 
-/// Moves the calling thread into the namespace at `path`. Only for threads
-/// that end right after their work in that namespace.
+/// Moves the calling thread into the namespace at `path`. Only for the
+/// namespace worker and for threads that end after their work there.
 pub(crate) fn enter_netns(path: &Path) -> Result<(), OslError> {
     let ns = File::open(path).map_err(|e| OslError::netns("open", path, e))?;
     setns(&ns, CloneFlags::CLONE_NEWNET).map_err(|e| OslError::netns("enter", path, e.into()))
@@ -84,6 +83,8 @@ pub(crate) fn enter_netns(path: &Path) -> Result<(), OslError> {
 
 /// Runs `f` on a new thread inside the namespace at `path` and returns its
 /// result. Blocks the caller until `f` returns; a panic in `f` is re-raised.
+/// A thread of its own (not the worker) because `f` may borrow from the
+/// caller and run for long.
 pub fn run_in_netns<T, F>(path: &Path, f: F) -> Result<T, OslError>
 where
     T: Send,

@@ -3,6 +3,7 @@
 //! - veth creation with the peer made directly in the sandbox (what Berth
 //!   does) against create on the daemon side + move + rename (what dockerd
 //!   does), the pair ending as `eth0` in the sandbox either way;
+//! - `create_netns` for each sandbox;
 //! - the bridge driver's `join` and `leave`, one sandbox per endpoint.
 //!
 //! `cargo run -p drivers --example endpoint_bench [ROUNDS]` (default 50);
@@ -209,9 +210,16 @@ async fn main() {
     let driver = BridgeDriver::new(BridgeConfig::default(), daemon.clone());
     let net = spec(rounds);
     driver.create_network(&net).await.expect("network");
+    let mut netns_times = Vec::with_capacity(rounds);
     let sandboxes: Vec<PathBuf> = (0..rounds)
-        .map(|i| spaces.create(&format!("sandbox{i}")))
+        .map(|i| {
+            let started = Instant::now();
+            let path = spaces.create(&format!("sandbox{i}"));
+            netns_times.push(started.elapsed());
+            path
+        })
         .collect();
+    summary("sandbox namespace create (create_netns)", netns_times);
     let mut joined = Vec::with_capacity(rounds);
     let mut join_times = Vec::with_capacity(rounds);
     for (i, sandbox) in sandboxes.iter().enumerate() {

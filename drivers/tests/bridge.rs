@@ -125,6 +125,9 @@ async fn join_plugs_sandboxes_into_the_bridge_and_leave_unplugs() {
     assert!(daemon.link(&info_b.host_ifname).is_some());
 
     drv.leave(&net, &ep_b, &info_b).await.unwrap();
+    // The bridge keeps the network's MTU with no ports left (the kernel
+    // would fall back to 1500 for a bridge whose MTU it adjusts itself).
+    assert_eq!(daemon.link(&br).unwrap()["mtu"], 1400);
     drv.delete_network(&net).await.unwrap();
     assert!(daemon.links_of_kind("veth").is_empty());
     assert!(daemon.link(&br).is_none());

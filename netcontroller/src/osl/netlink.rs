@@ -212,13 +212,13 @@ impl NetlinkHandle {
     }
 
     /// Creates a bridge, up, with the given MTU and a fixed random MAC.
+    /// Nothing is left behind on failure.
     pub async fn create_bridge(&self, name: &str, mtu: u32) -> Result<Link, OslError> {
         check_ifname(name)?;
         // An explicit MAC keeps the bridge from taking over the address of
         // its first port, which would change the gateway's MAC under the
         // containers already attached (dockerd sets one for the same reason).
         let msg = LinkBridge::new(name)
-            .mtu(mtu)
             .address(random_mac().0.to_vec())
             .up()
             .build();
@@ -232,8 +232,19 @@ impl NetlinkHandle {
             }
             Err(e) => return Err(self.err(format!("create bridge {name}"), e)),
         }
+        let mut link = self.require_link(name).await?;
+        // Set after creation, not with it: only an MTU set on a live bridge
+        // is kept; one given at creation is readjusted by the kernel to its
+        // ports' and falls back to 1500 when the last port leaves.
+        if link.mtu != mtu {
+            if let Err(e) = self.set_mtu(link.index, mtu).await {
+                let _ = self.delete_link(name).await;
+                return Err(e);
+            }
+            link.mtu = mtu;
+        }
         debug!(bridge = name, mtu, netns = %self.netns, "bridge created");
-        self.require_link(name).await
+        Ok(link)
     }
 
     async fn set_link(&self, op: String, msg: LinkMessage) -> Result<(), OslError> {

@@ -124,17 +124,17 @@ mod tests {
 
     #[test]
     fn kernel_answers_map_to_kinds() {
-        let exists = OslError::netlink("add link", "ns", nl_error(libc_errno(Errno::EEXIST)));
+        let exists = OslError::netlink("add link", "ns", nl_error(Errno::EEXIST as i32));
         assert_eq!(exists.kind(), ErrorKind::Conflict);
         assert_eq!(exists.errno(), Some(Errno::EEXIST));
-        let gone = OslError::netlink("del link", "ns", nl_error(libc_errno(Errno::ENODEV)));
+        let gone = OslError::netlink("del link", "ns", nl_error(Errno::ENODEV as i32));
         assert_eq!(gone.kind(), ErrorKind::NotFound);
-        let other = OslError::netlink("add route", "ns", nl_error(libc_errno(Errno::ENETUNREACH)));
+        let other = OslError::netlink("add route", "ns", nl_error(Errno::ENETUNREACH as i32));
         assert_eq!(other.kind(), ErrorKind::System);
         let missing = OslError::netns(
             "open",
             "/nope",
-            io::Error::from_raw_os_error(libc_errno(Errno::ENOENT)),
+            io::Error::from_raw_os_error(Errno::ENOENT as i32),
         );
         assert_eq!(missing.kind(), ErrorKind::NotFound);
     }
@@ -146,9 +146,5 @@ mod tests {
             netns: "/run/x".into(),
         };
         assert_eq!(e.to_string(), "link br-0123 not found in /run/x");
-    }
-
-    fn libc_errno(e: Errno) -> i32 {
-        e as i32
     }
 }

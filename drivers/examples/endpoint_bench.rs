@@ -187,7 +187,7 @@ async fn main() {
         .unwrap_or(50);
     let mut spaces = Namespaces {
         dir: tempfile::Builder::new()
-            .prefix("berth-bench")
+            .prefix("berth-endpoint-bench")
             .tempdir()
             .expect("temp dir"),
         made: vec![],

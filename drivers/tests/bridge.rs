@@ -12,7 +12,7 @@ use common::{driver, endpoint, flags, join_spec, network, Netns};
 use drivers::bridge::{BridgeConfig, BridgeFirewall, BridgeNetwork, OPT_BRIDGE_NAME, OPT_MTU};
 use netcontroller::driver::{Driver, DriverError, DriverResult};
 use netcontroller::error::{ErrorKind, Kind};
-use netcontroller::model::NetworkSpec;
+use netcontroller::model::{NetworkSpec, PortBinding};
 use netcontroller::osl::NetlinkHandle;
 
 fn bridge_name(net: &NetworkSpec) -> String {
@@ -201,6 +201,7 @@ async fn external_bridge_is_used_but_never_changed() {
     let config = BridgeConfig {
         default_mtu: 1500,
         external_bridge: Some("br-ext".into()),
+        ..BridgeConfig::default()
     };
     let drv = driver(&daemon, config).await;
     let net = network("10.60.0.0/24", &[(OPT_BRIDGE_NAME, "br-ext")]);
@@ -224,6 +225,7 @@ async fn external_bridge_is_used_but_never_changed() {
     let missing = BridgeConfig {
         default_mtu: 1500,
         external_bridge: Some("br-nothere".into()),
+        ..BridgeConfig::default()
     };
     let drv = driver(&daemon, missing).await;
     let net = network("10.61.0.0/24", &[(OPT_BRIDGE_NAME, "br-nothere")]);
@@ -288,6 +290,32 @@ impl BridgeFirewall for FakeFirewall {
             .lock()
             .unwrap()
             .push(format!("down bridge_exists={exists}"));
+        Ok(())
+    }
+
+    async fn ports_up(
+        &self,
+        _bridge: &BridgeNetwork,
+        ip: Ipv4Addr,
+        bindings: &[PortBinding],
+    ) -> DriverResult<()> {
+        self.events
+            .lock()
+            .unwrap()
+            .push(format!("ports_up {ip} {}", bindings.len()));
+        Ok(())
+    }
+
+    async fn ports_down(
+        &self,
+        _bridge: &BridgeNetwork,
+        ip: Ipv4Addr,
+        bindings: &[PortBinding],
+    ) -> DriverResult<()> {
+        self.events
+            .lock()
+            .unwrap()
+            .push(format!("ports_down {ip} {}", bindings.len()));
         Ok(())
     }
 }

@@ -7,10 +7,13 @@
 //! bridge is up and before it is deleted.
 
 mod endpoint;
+mod firewall;
 mod network;
 mod options;
+mod ports;
 
 use std::collections::HashMap;
+use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
@@ -18,8 +21,10 @@ use netcontroller::driver::{Driver, DriverError, DriverResult};
 use netcontroller::error::{ErrorKind, Kind};
 use netcontroller::model::{EndpointSpec, JoinInfo, JoinSpec, NetworkSpec, PortBinding};
 use netcontroller::osl::{NetlinkHandle, OslError};
+use netcontroller::proxy::PortProxy;
 
 pub use endpoint::veth_name;
+pub use firewall::IptablesFirewall;
 pub use options::{
     default_bridge_name, BridgeOptions, MAX_MTU, MIN_MTU, OPT_BRIDGE_NAME, OPT_DEFAULT_BRIDGE,
     OPT_ENABLE_ICC, OPT_ENABLE_IP_MASQUERADE, OPT_HOST_BINDING_IPV4, OPT_MTU,
@@ -34,6 +39,9 @@ pub struct BridgeConfig {
     /// `-b NAME`: a bridge the daemon uses but does not own. It is never
     /// created, re-addressed or deleted, only brought up.
     pub external_bridge: Option<String>,
+    /// `--userland-proxy`: published ports are also served by an in-process
+    /// proxy on the host port (which is how loopback clients reach them).
+    pub userland_proxy: bool,
 }
 
 impl Default for BridgeConfig {
@@ -41,6 +49,7 @@ impl Default for BridgeConfig {
         BridgeConfig {
             default_mtu: 1500,
             external_bridge: None,
+            userland_proxy: true,
         }
     }
 }
@@ -56,6 +65,22 @@ pub trait BridgeFirewall: Send + Sync {
     /// Called before the bridge is deleted; removes whatever `network_up`
     /// added. Finding nothing to remove is not an error.
     async fn network_down(&self, net: &NetworkSpec, bridge: &BridgeNetwork) -> DriverResult<()>;
+
+    /// Adds the NAT and filter rules publishing `bindings` of one endpoint.
+    async fn ports_up(
+        &self,
+        bridge: &BridgeNetwork,
+        container_ip: Ipv4Addr,
+        bindings: &[PortBinding],
+    ) -> DriverResult<()>;
+
+    /// Removes what `ports_up` added; absent rules are fine.
+    async fn ports_down(
+        &self,
+        bridge: &BridgeNetwork,
+        container_ip: Ipv4Addr,
+        bindings: &[PortBinding],
+    ) -> DriverResult<()>;
 }
 
 /// A network the driver manages, as the firewall and port publishing need it.
@@ -84,6 +109,8 @@ struct State {
     /// Bridge name -> network id, claimed before any kernel work so that two
     /// networks set up concurrently cannot share a bridge.
     bridge_owners: HashMap<String, String>,
+    /// Userland proxies of published ports, by endpoint id.
+    proxies: HashMap<String, Vec<PortProxy>>,
 }
 
 impl BridgeDriver {
@@ -168,22 +195,20 @@ impl Driver for BridgeDriver {
 
     async fn program_external_connectivity(
         &self,
-        _net: &NetworkSpec,
-        _ep: &EndpointSpec,
-        _bindings: &[PortBinding],
+        net: &NetworkSpec,
+        ep: &EndpointSpec,
+        bindings: &[PortBinding],
     ) -> DriverResult<()> {
-        // Rules are added by the firewall wiring.
-        Ok(())
+        self.publish_ports(net, ep, bindings).await
     }
 
     async fn revoke_external_connectivity(
         &self,
-        _net: &NetworkSpec,
-        _ep: &EndpointSpec,
-        _bindings: &[PortBinding],
+        net: &NetworkSpec,
+        ep: &EndpointSpec,
+        bindings: &[PortBinding],
     ) -> DriverResult<()> {
-        // Rules are added (and removed) by the firewall wiring.
-        Ok(())
+        self.unpublish_ports(net, ep, bindings).await
     }
 
     async fn restore_network(&self, net: &NetworkSpec) -> DriverResult<()> {

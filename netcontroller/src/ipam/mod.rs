@@ -106,9 +106,9 @@ impl Kind for IpamError {
             | IpamError::NeedsSubnet { .. }
             | IpamError::AddressOutOfRange { .. }
             | IpamError::ReservedAddress { .. } => ErrorKind::InvalidArgument,
-            IpamError::PoolOverlap { .. }
-            | IpamError::NetworkExists(_)
-            | IpamError::AddressInUse(_) => ErrorKind::Conflict,
+            // dockerd answers 403 for both, and clients read the status.
+            IpamError::PoolOverlap { .. } | IpamError::AddressInUse(_) => ErrorKind::Forbidden,
+            IpamError::NetworkExists(_) => ErrorKind::Conflict,
             IpamError::NoSubnetAvailable | IpamError::NoAddresses(_) => ErrorKind::Unavailable,
             IpamError::UnknownNetwork(_) => ErrorKind::NotFound,
         }

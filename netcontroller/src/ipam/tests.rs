@@ -189,7 +189,7 @@ fn user_subnets_must_not_overlap_held_ones() {
             e.to_string(),
             "Pool overlaps with other one on this address space"
         );
-        assert_eq!(e.kind(), ErrorKind::Conflict);
+        assert_eq!(e.kind(), ErrorKind::Forbidden);
     }
     ipam.allocate_network("b", &subnet_req("10.2.0.0/16"), &[])
         .unwrap();
@@ -343,8 +343,8 @@ fn requested_addresses_are_checked() {
     let ipam = one_network("10.0.0.0/24");
     ipam.allocate_address("n", Some(ip("10.0.0.7"))).unwrap();
     let cases = [
-        ("10.0.0.7", ErrorKind::Conflict, "Address already in use"),
-        ("10.0.0.1", ErrorKind::Conflict, "Address already in use"),
+        ("10.0.0.7", ErrorKind::Forbidden, "Address already in use"),
+        ("10.0.0.1", ErrorKind::Forbidden, "Address already in use"),
         (
             "10.0.0.0",
             ErrorKind::InvalidArgument,
@@ -503,11 +503,11 @@ fn restore_rebuilds_and_refuses_clashes() {
     new.restore_address("n", a).unwrap();
 
     let e = new.restore_address("n", a).unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::Conflict);
+    assert_eq!(e.kind(), ErrorKind::Forbidden);
     let e = new.restore_address("n", ip("10.0.0.1")).unwrap_err();
     assert_eq!(
         e.kind(),
-        ErrorKind::Conflict,
+        ErrorKind::Forbidden,
         "the gateway is held by the network"
     );
     let e = new.restore_network("n", &n_pool).unwrap_err();
@@ -521,7 +521,7 @@ fn restore_rebuilds_and_refuses_clashes() {
         e.to_string(),
         "Pool overlaps with other one on this address space"
     );
-    assert_eq!(e.kind(), ErrorKind::Conflict);
+    assert_eq!(e.kind(), ErrorKind::Forbidden);
 
     // The next automatic subnet skips the restored one.
     let next = new

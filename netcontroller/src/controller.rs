@@ -1,1 +1,0 @@
-//! Networks, endpoints and sandboxes: the controller proper.

@@ -649,7 +649,13 @@ fn task_info(p: containerd_client::types::v1::Process) -> TaskInfo {
             code: p.exit_status,
             exited_at: timestamp(p.exited_at),
         }),
-        id: p.container_id,
+        // containerd 1.6 leaves container_id empty; a task's init process
+        // is named after its container.
+        id: if p.container_id.is_empty() {
+            p.id
+        } else {
+            p.container_id
+        },
         pid: p.pid,
         status,
     }

@@ -23,9 +23,22 @@ pub const DEFAULT_PATH_ENV: &str =
 /// Parent of every container's cgroup (dockerd uses `/docker`).
 pub const CGROUP_PARENT: &str = "/berth";
 
-/// The file-descriptor limit containers get, as under dockerd with
-/// containerd's `LimitNOFILE=infinity`.
-const NOFILE_LIMIT: u64 = 1_048_576;
+/// The file-descriptor limit containers get: the daemon's hard limit, as
+/// both soft and hard. Under dockerd containers inherit containerd's
+/// (systemd's LimitNOFILE); going above our own hard limit would need
+/// CAP_SYS_RESOURCE, which a daemon in a restricted environment lacks.
+fn nofile_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        limit.rlim_max
+    } else {
+        1024
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
@@ -116,8 +129,8 @@ pub fn build_spec(params: &SpecParams) -> Result<Spec, SpecError> {
         )
         .rlimits(vec![PosixRlimitBuilder::default()
             .typ(PosixRlimitType::RlimitNofile)
-            .hard(NOFILE_LIMIT)
-            .soft(NOFILE_LIMIT)
+            .hard(nofile_limit())
+            .soft(nofile_limit())
             .build()?])
         .no_new_privileges(false)
         .build()?;
@@ -440,7 +453,8 @@ mod tests {
         );
         assert_eq!(p["capabilities"]["effective"].as_array().unwrap().len(), 14);
         assert_eq!(p["rlimits"][0]["type"], "RLIMIT_NOFILE");
-        assert_eq!(p["rlimits"][0]["soft"], NOFILE_LIMIT);
+        assert_eq!(p["rlimits"][0]["soft"], nofile_limit());
+        assert_eq!(p["rlimits"][0]["hard"], nofile_limit());
     }
 
     #[test]

@@ -196,21 +196,41 @@ async fn leftovers_of_a_crashed_daemon_are_removed() {
 #[tokio::test]
 async fn containerd_is_restarted_when_it_dies() {
     let env = Env::new().await;
+    let netns = Netns::new();
+    let id = unique("restart");
+    let mut p = params(&id, "");
+    p.args = vec!["sleep".into(), "100".into()];
+    p.netns = Some(netns.path.clone());
+    let capture = env.run(p).await;
     let containerd = env.containerd();
+    let waiting = containerd.wait(&id);
+    tokio::pin!(waiting);
+
     let first = containerd.pid().unwrap();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(first as i32), Signal::SIGKILL).unwrap();
     let started = Instant::now();
-    // Calls fail while it is down and work again once it is back.
+    // Calls fail while it is down and work again once it is back; the
+    // pending wait rides it out.
     loop {
+        tokio::select! {
+            exit = &mut waiting => panic!("wait ended while the task runs: {exit:?}"),
+            _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
+        }
         if containerd.restarts() == 1 && containerd.version().await.is_ok() {
             break;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     println!("containerd back after {:?}", started.elapsed());
-    let second = containerd.pid().unwrap();
-    assert_ne!(first, second);
-    assert!(containerd.list_tasks().await.unwrap().is_empty());
+    assert_ne!(containerd.pid().unwrap(), first);
+    // The task survived in its shim and is still ours to manage.
+    assert_eq!(
+        containerd.task(&id).await.unwrap().status,
+        TaskStatus::Running
+    );
+    containerd.kill(&id, Signal::SIGKILL, true).await.unwrap();
+    assert_eq!(waiting.await.unwrap().code, 137);
+    capture.finish().await.unwrap();
+    delete_and_check(&env, &id).await;
 }
 
 #[tokio::test]

@@ -40,7 +40,11 @@ async fn import_lookup_tag_and_remove() {
     let config = std::fs::read(root.join(hex).join("config.json")).unwrap();
     assert_eq!(image.id, sha256(&config));
     assert_eq!(image.config.rootfs.diff_ids, vec![sha256(&tar)]);
-    assert_eq!(image.rootfs, store.rootfs_path(&image.id));
+    assert_eq!(image.rootfs, store.rootfs_path(&image.id).unwrap());
+    assert_eq!(
+        store.rootfs_path("../../etc").unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
     assert!(image.rootfs.join("bin/busybox").is_file());
     assert_eq!(
         std::fs::read_link(image.rootfs.join("bin/sh")).unwrap(),

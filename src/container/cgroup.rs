@@ -25,7 +25,9 @@ fn hierarchies() -> io::Result<Vec<PathBuf>> {
 /// Removes `cgroups_path` (as in the spec, e.g. `/berth/<id>`) from every
 /// hierarchy, then its parents while they are empty. A directory still in
 /// use (a process left, another container under the parent) is kept: the
-/// kernel refuses to remove it, which is the check we want.
+/// kernel refuses to remove it, which is the check we want. An empty parent
+/// removed just as runc creates a sibling under it makes that create fail;
+/// daemons sharing a host avoid this with a cgroup parent each.
 pub(crate) fn remove(cgroups_path: &Path) -> io::Result<()> {
     let relative: PathBuf = cgroups_path
         .components()

@@ -101,16 +101,6 @@ impl RuntimeError {
             message: status.message().to_string(),
         }
     }
-
-    fn is_unavailable(&self) -> bool {
-        matches!(
-            self,
-            RuntimeError::Rpc {
-                code: Code::Unavailable,
-                ..
-            }
-        )
-    }
 }
 
 pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
@@ -427,8 +417,7 @@ impl Containerd {
                     container_id: id.to_string(),
                     exec_id: String::new(),
                 }))
-                .await
-                .map_err(|s| RuntimeError::rpc("wait task", id, s));
+                .await;
             match result {
                 Ok(resp) => {
                     let resp = resp.into_inner();
@@ -437,11 +426,11 @@ impl Containerd {
                         exited_at: timestamp(resp.exited_at),
                     });
                 }
-                Err(e) if e.is_unavailable() && start.elapsed() < UNAVAILABLE_RETRY => {
-                    tracing::debug!(id, error = %e, "containerd unavailable during wait, retrying");
+                Err(status) if lost_connection(&status) && start.elapsed() < UNAVAILABLE_RETRY => {
+                    tracing::debug!(id, %status, "lost containerd during wait, retrying");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
-                Err(e) => return Err(e),
+                Err(status) => return Err(RuntimeError::rpc("wait task", id, status)),
             }
         }
     }
@@ -494,22 +483,19 @@ impl Containerd {
             .await
             .map_err(|s| RuntimeError::rpc("delete container", id, s))?;
         tracing::debug!(id, "container deleted from containerd");
-        if let Some(path) = cgroups_path {
-            tokio::task::spawn_blocking(move || cgroup::remove(&path))
-                .await
-                .map_err(std::io::Error::other)
-                .and_then(|r| r)
-                .map_err(|source| RuntimeError::Cgroup {
-                    id: id.to_string(),
-                    source,
-                })?;
-        }
-        Ok(())
+        tokio::task::spawn_blocking(move || cgroup::remove(&cgroups_path))
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r)
+            .map_err(|source| RuntimeError::Cgroup {
+                id: id.to_string(),
+                source,
+            })
     }
 
     /// The cgroup the container's spec names, falling back to our
-    /// convention when the spec cannot be read.
-    async fn cgroups_path(&self, id: &str) -> Result<Option<PathBuf>> {
+    /// default when the spec cannot be read.
+    async fn cgroups_path(&self, id: &str) -> Result<PathBuf> {
         let resp = self
             .containers()
             .get(with_ns(GetContainerRequest { id: id.to_string() }))
@@ -521,9 +507,7 @@ impl Containerd {
             .and_then(|c| c.spec)
             .and_then(|any| serde_json::from_slice::<Spec>(&any.value).ok())
             .and_then(|spec| spec.linux().as_ref()?.cgroups_path().clone());
-        Ok(Some(from_spec.unwrap_or_else(|| {
-            PathBuf::from(format!("{}/{id}", spec::CGROUP_PARENT))
-        })))
+        Ok(from_spec.unwrap_or_else(|| PathBuf::from(format!("{}/{id}", spec::CGROUP_PARENT))))
     }
 
     /// Pids of every process in the task.
@@ -609,6 +593,22 @@ impl Containerd {
         }
         self.delete_task(&task.id).await.map(|_| ())
     }
+}
+
+/// Whether a call failed because containerd went away (it is restarting):
+/// no connection, or the connection broke under a pending call.
+fn lost_connection(status: &tonic::Status) -> bool {
+    if status.code() == Code::Unavailable {
+        return true;
+    }
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        if e.is::<tonic::transport::Error>() || e.is::<hyper::Error>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// Connects to a containerd we just spawned, once it answers.

@@ -20,7 +20,7 @@ use oci_spec::runtime::{
 pub const DEFAULT_PATH_ENV: &str =
     "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Parent of every container's cgroup (dockerd uses `/docker`).
+/// Default parent of containers' cgroups (dockerd uses `/docker`).
 pub const CGROUP_PARENT: &str = "/berth";
 
 /// The file-descriptor limit containers get: the daemon's hard limit, as
@@ -77,7 +77,7 @@ pub struct UserIds {
 /// Everything the daemon decides about a container that ends up in its spec.
 #[derive(Debug, Clone, Default)]
 pub struct SpecParams {
-    /// Container id; names the cgroup (`/berth/<id>`).
+    /// Container id; names the cgroup (`<cgroup_parent>/<id>`).
     pub id: String,
     /// Entrypoint and command, already merged.
     pub args: Vec<String>,
@@ -91,6 +91,10 @@ pub struct SpecParams {
     pub netns: Option<PathBuf>,
     /// Bind mounts, applied after the default mounts in this order.
     pub mounts: Vec<BindMount>,
+    /// Absolute cgroup the container's cgroup goes under (dockerd's
+    /// `--cgroup-parent`); empty means [`CGROUP_PARENT`]. Daemons that share
+    /// a host can each take their own.
+    pub cgroup_parent: String,
 }
 
 /// Builds the spec containerd gets for a container. The root filesystem is
@@ -171,7 +175,7 @@ pub fn build_spec(params: &SpecParams) -> Result<Spec, SpecError> {
 
     let linux = LinuxBuilder::default()
         .namespaces(namespaces)
-        .cgroups_path(PathBuf::from(format!("{CGROUP_PARENT}/{}", params.id)))
+        .cgroups_path(cgroups_path(params))
         .resources(
             LinuxResourcesBuilder::default()
                 .devices(default_device_rules()?)
@@ -197,6 +201,15 @@ pub fn build_spec(params: &SpecParams) -> Result<Spec, SpecError> {
     Ok(spec)
 }
 
+fn cgroups_path(params: &SpecParams) -> PathBuf {
+    let parent = if params.cgroup_parent.is_empty() {
+        CGROUP_PARENT
+    } else {
+        params.cgroup_parent.trim_end_matches('/')
+    };
+    PathBuf::from(format!("{parent}/{}", params.id))
+}
+
 fn validate(params: &SpecParams) -> Result<(), SpecError> {
     let invalid = |msg: String| Err(SpecError::Invalid(msg));
     if params.id.is_empty()
@@ -206,6 +219,18 @@ fn validate(params: &SpecParams) -> Result<(), SpecError> {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
     {
         return invalid(format!("bad container id {:?}", params.id));
+    }
+    let parent = Path::new(&params.cgroup_parent);
+    if !params.cgroup_parent.is_empty()
+        && (!parent.is_absolute()
+            || parent
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir)))
+    {
+        return invalid(format!(
+            "cgroup parent {:?} must be an absolute path without ..",
+            params.cgroup_parent
+        ));
     }
     if params.args.is_empty() {
         return invalid("no command specified".to_string());
@@ -543,6 +568,10 @@ mod tests {
         )));
         assert_eq!(v["root"]["path"], "rootfs");
         assert_eq!(v["hostname"], "abc123");
+
+        let mut p = params();
+        p.cgroup_parent = "/berth-daemon2/".into();
+        assert_eq!(json(&p)["linux"]["cgroupsPath"], "/berth-daemon2/abc123");
     }
 
     #[test]
@@ -559,7 +588,9 @@ mod tests {
 
     #[test]
     fn rejects_bad_input() {
-        let cases: [fn(&mut SpecParams); 7] = [
+        let cases: [fn(&mut SpecParams); 9] = [
+            |p| p.cgroup_parent = "relative".into(),
+            |p| p.cgroup_parent = "/a/../b".into(),
             |p| p.args.clear(),
             |p| p.id = "../x".into(),
             |p| p.cwd = "relative".into(),

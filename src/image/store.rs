@@ -767,8 +767,10 @@ impl ImageStore {
         .await
     }
 
-    /// Where an image's rootfs is (`id` with or without `sha256:`).
-    pub fn rootfs_path(&self, id: &str) -> PathBuf {
-        self.inner.image_dir(hex_of(id)).join(ROOTFS)
+    /// Where an image's rootfs is (the image named as for [`ImageStore::get`]).
+    pub fn rootfs_path(&self, name: &str) -> Result<PathBuf> {
+        let state = self.inner.lock();
+        let (hex, _) = self.inner.resolve(&state, name)?;
+        Ok(self.inner.image_dir(&hex).join(ROOTFS))
     }
 }

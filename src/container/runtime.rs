@@ -164,6 +164,8 @@ pub struct Leftovers {
 }
 
 /// A connection to containerd, and the containerd itself when it is ours.
+/// Dropping it stops a private containerd as `shutdown` does, blocking the
+/// thread for up to a few seconds; prefer `shutdown`.
 pub struct Containerd {
     channel: Channel,
     address: PathBuf,

@@ -1,1 +1,51 @@
 //! The minimum image store that docker import/load and docker run need.
+//!
+//! Images are unpacked root filesystems under `<root>/<sha256 hex>/rootfs`
+//! (`<root>` is `<data-root>/image`), each with its config JSON beside it;
+//! names live in `<root>/repositories.json`. There are no shared layers: a
+//! container's overlay uses the whole image rootfs as its lower directory.
+
+mod extract;
+pub mod reference;
+mod store;
+pub mod types;
+
+use std::path::PathBuf;
+
+use netcontroller::error::{ErrorKind, Kind};
+
+pub use reference::Reference;
+pub use store::{Image, ImageStore, ImportOptions, LoadedImage};
+pub use types::{DeleteItem, ImageConfig, ImageInspect, ImageSummary, RunConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("No such image: {0}")]
+    NotFound(String),
+    #[error("multiple images match {0:?}, give more of the id")]
+    Ambiguous(String),
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("invalid reference format: {0:?}")]
+    InvalidReference(String),
+    #[error("invalid image archive: {0}")]
+    InvalidArchive(String),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl Kind for ImageError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            ImageError::NotFound(_) => ErrorKind::NotFound,
+            ImageError::Conflict(_) => ErrorKind::Conflict,
+            ImageError::Ambiguous(_)
+            | ImageError::InvalidReference(_)
+            | ImageError::InvalidArchive(_) => ErrorKind::InvalidArgument,
+            ImageError::Io { .. } => ErrorKind::System,
+        }
+    }
+}

@@ -109,7 +109,7 @@ fn run_addr_ops(
                 {
                     Some(ErrorKind::InvalidArgument)
                 } else if held.contains(&a) || reserved.contains(&a) {
-                    Some(ErrorKind::Conflict)
+                    Some(ErrorKind::Forbidden)
                 } else {
                     None
                 };
@@ -270,7 +270,7 @@ fn run_net_ops(
                     }
                     Err(e) => {
                         prop_assert!(clash, "{} refused without a clash: {}", subnet, e);
-                        prop_assert_eq!(e.kind(), ErrorKind::Conflict);
+                        prop_assert_eq!(e.kind(), ErrorKind::Forbidden);
                     }
                 }
             }

@@ -1,0 +1,38 @@
+//! The Docker Engine API server.
+//!
+//! Adding an endpoint: write `async fn handler(ctx: Ctx) -> ApiResult` in the
+//! resource's module and add one line to its `routes` function; a new
+//! resource module adds one line to [`router`]. Handlers read the request
+//! through [`Ctx`] (path parameters, query, filters, JSON body, state), answer
+//! with the [`response`] helpers, and fail with `?` on any error that has a
+//! [`netcontroller::error::Kind`]: [`status_for`] maps kinds to statuses.
+
+mod error;
+mod filters;
+mod hostinfo;
+mod listener;
+mod request;
+pub mod response;
+mod router;
+mod server;
+mod state;
+mod system;
+mod version;
+
+pub use error::{status_for, ApiError};
+pub use filters::{Filters, FiltersError};
+pub use listener::{ListenError, Listener};
+pub use request::{Ctx, Query, RequestBody, JSON_BODY_LIMIT};
+pub use response::{ApiResult, Response};
+pub use router::Router;
+pub use server::Server;
+pub use state::AppState;
+pub use version::{
+    ApiVersion, API_VERSION, BERTH_VERSION, ENGINE_VERSION, GIT_COMMIT, MIN_API_VERSION,
+    RUSTC_VERSION,
+};
+
+/// Every route berthd serves.
+pub fn router() -> Router {
+    system::routes(Router::new())
+}

@@ -1,0 +1,55 @@
+//! The daemon state every handler shares.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::config::Config;
+
+/// Shared by all handlers through [`super::Ctx::state`]. Later subsystems
+/// (network controller, containerd client, container and image stores,
+/// event bus) are added here as fields by the daemon at start-up.
+pub struct AppState {
+    pub config: Arc<Config>,
+    /// The engine's stable identity (`/info` ID), kept in `<data-root>/engine-id`.
+    pub engine_id: String,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl AppState {
+    pub fn new(
+        config: Arc<Config>,
+        engine_id: String,
+        shutdown: watch::Receiver<bool>,
+    ) -> AppState {
+        AppState {
+            config,
+            engine_id,
+            shutdown,
+        }
+    }
+
+    /// Resolves once the daemon starts shutting down. Long-lived responses
+    /// (`/events`, `logs --follow`) end their stream on it, so shutdown is
+    /// not held up by them.
+    pub async fn shutting_down(&self) {
+        let mut rx = self.shutdown.clone();
+        // An error means the sender is gone: the daemon is ending anyway.
+        let _ = rx.wait_for(|&stopping| stopping).await;
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::config::Flags;
+
+    /// A state over the default configuration, for handler tests.
+    pub(crate) fn test_state() -> Arc<AppState> {
+        let config = Config::resolve(&Flags::parse_from(["berthd"]), None).unwrap();
+        let (_, rx) = watch::channel(false);
+        Arc::new(AppState::new(Arc::new(config), "test-engine".into(), rx))
+    }
+}

@@ -1,6 +1,7 @@
 //! Start-up and shutdown, in dockerd's order (DESIGN.md, "Start-up").
 
 pub mod logging;
+pub mod network;
 mod notify;
 mod pidfile;
 
@@ -53,6 +54,14 @@ pub enum DaemonError {
     Listen(#[from] ListenError),
     #[error("installing signal handlers: {0}")]
     Signals(#[source] io::Error),
+    #[error(transparent)]
+    Network(Box<network::NetworkSetupError>),
+}
+
+impl From<network::NetworkSetupError> for DaemonError {
+    fn from(e: network::NetworkSetupError) -> Self {
+        DaemonError::Network(Box::new(e))
+    }
 }
 
 impl Kind for DaemonError {
@@ -62,6 +71,7 @@ impl Kind for DaemonError {
             DaemonError::NotLinux => ErrorKind::InvalidArgument,
             DaemonError::Pidfile(e) => e.kind(),
             DaemonError::Listen(e) => e.kind(),
+            DaemonError::Network(e) => e.kind(),
             DaemonError::CreateDir { .. }
             | DaemonError::EngineId { .. }
             | DaemonError::Signals(_) => ErrorKind::System,
@@ -89,15 +99,14 @@ pub async fn run(config: Config, flags: Flags, logs: LogHandle) -> Result<(), Da
     }
 
     // Containerd: connect to --containerd, or start and supervise a private one.
-    // Controller: load the store, recreate default networks, reconcile leftovers.
+    let controller = network::start(&config).await?;
     // Containers: restore them, starting those whose restart policy says so.
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let state = Arc::new(AppState::new(
-        Arc::new(config.clone()),
-        engine_id,
-        shutdown_rx.clone(),
-    ));
+    let state = Arc::new(
+        AppState::new(Arc::new(config.clone()), engine_id, shutdown_rx.clone())
+            .with_network(controller),
+    );
     let server = Server::start(listeners, Arc::new(api::router()), state, shutdown_rx);
     if let Err(e) = notify::notify("READY=1") {
         tracing::warn!(error = %e, "notifying the service manager");

@@ -4,4 +4,5 @@ pub mod api;
 pub mod config;
 pub mod container;
 pub mod daemon;
+pub mod events;
 pub mod image;

@@ -7,16 +7,21 @@
 //! with the [`response`] helpers, and fail with `?` on any error that has a
 //! [`netcontroller::error::Kind`]: [`status_for`] maps kinds to statuses.
 
+pub mod container_types;
 mod error;
+mod events;
 mod filters;
 mod hostinfo;
 mod listener;
+pub mod network_types;
+pub mod networks;
 mod request;
 pub mod response;
 mod router;
 mod server;
 mod state;
 mod system;
+mod time;
 mod version;
 
 pub use error::{status_for, ApiError};
@@ -34,5 +39,7 @@ pub use version::{
 
 /// Every route berthd serves.
 pub fn router() -> Router {
-    system::routes(Router::new())
+    let router = system::routes(Router::new());
+    let router = networks::routes(router);
+    events::routes(router)
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Empty};
 use hyper::header::CONTENT_TYPE;
 use hyper::{HeaderMap, Method, Request};
 use percent_encoding::percent_decode_str;
@@ -101,20 +101,7 @@ impl Ctx {
             .headers()
             .get(CONTENT_TYPE)
             .map(|v| v.to_str().unwrap_or("?").to_string());
-        let body = self.take_body();
-        let bytes = Limited::new(body, JSON_BODY_LIMIT)
-            .collect()
-            .await
-            .map_err(|e| {
-                if e.is::<http_body_util::LengthLimitError>() {
-                    ApiError::invalid(format!(
-                        "request body is larger than {JSON_BODY_LIMIT} bytes"
-                    ))
-                } else {
-                    ApiError::invalid(format!("reading request body: {e}"))
-                }
-            })?
-            .to_bytes();
+        let bytes = read_capped(self.take_body(), JSON_BODY_LIMIT).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(None);
         }
@@ -150,6 +137,25 @@ fn is_json(content_type: &str) -> bool {
         .split(';')
         .next()
         .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// Reads a whole body, refusing one larger than `limit`. Frame by frame
+/// rather than with `http_body_util::Limited`, whose boxed error conversion
+/// keeps handler futures from being provably `Send`.
+async fn read_capped(mut body: RequestBody, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let mut out = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::invalid(format!("reading request body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            if out.len() + data.len() > limit {
+                return Err(ApiError::invalid(format!(
+                    "request body is larger than {limit} bytes"
+                )));
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    Ok(out)
 }
 
 /// A parsed query string; repeated keys keep every value in order.

@@ -2,9 +2,12 @@
 
 use std::sync::Arc;
 
+use netcontroller::controller::Controller;
 use tokio::sync::watch;
 
+use super::error::ApiError;
 use crate::config::Config;
+use crate::events::EventBus;
 
 /// Shared by all handlers through [`super::Ctx::state`]. Later subsystems
 /// (network controller, containerd client, container and image stores,
@@ -13,6 +16,9 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// The engine's stable identity (`/info` ID), kept in `<data-root>/engine-id`.
     pub engine_id: String,
+    pub events: EventBus,
+    /// Absent only in handler unit tests that need no network.
+    network: Option<Arc<Controller>>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -25,8 +31,23 @@ impl AppState {
         AppState {
             config,
             engine_id,
+            events: EventBus::default(),
+            network: None,
             shutdown,
         }
+    }
+
+    /// Plugs in the network controller (done once at start-up).
+    pub fn with_network(mut self, controller: Arc<Controller>) -> AppState {
+        self.network = Some(controller);
+        self
+    }
+
+    /// The network controller.
+    pub fn network(&self) -> Result<&Arc<Controller>, ApiError> {
+        self.network
+            .as_ref()
+            .ok_or_else(|| ApiError::system("the network controller is not running"))
     }
 
     /// Resolves once the daemon starts shutting down. Long-lived responses

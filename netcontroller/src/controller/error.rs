@@ -23,8 +23,12 @@ pub enum ControllerError {
     DuplicateName(String),
     #[error("operation is not permitted on predefined {0} network ")]
     Predefined(String),
-    #[error("error while removing network: network {name} id {id} has active endpoints")]
-    InUse { name: String, id: String },
+    /// `endpoints` lists `name:"…" id:"…"` of each, as current dockerd does.
+    #[error("error while removing network: network {name} has active endpoints ({})", endpoints.join(", "))]
+    InUse {
+        name: String,
+        endpoints: Vec<String>,
+    },
     #[error("container is already attached to network {0}")]
     AlreadyAttached(String),
     #[error("container is not connected to network {0}")]

@@ -1,14 +1,14 @@
 //! Creating and deleting networks.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use ipnetwork::Ipv4Network;
 use tracing::{debug, info_span, Instrument};
 
 use super::{
-    new_id, resolve_network, Controller, ControllerError, NetworkEntry, Result, NETWORKS,
+    new_id, resolve_network, Controller, ControllerError, NetworkEntry, Result, State, NETWORKS,
     PREDEFINED,
 };
 use crate::ipam::IpamRequest;
@@ -34,16 +34,17 @@ fn needs_ipam(driver: &str) -> bool {
 }
 
 /// Removes a name reservation when a create fails before the network is registered.
-struct NameReservation<'a> {
-    controller: &'a Controller,
+struct NameReservation {
+    state: Arc<Mutex<State>>,
     name: String,
     armed: bool,
 }
 
-impl Drop for NameReservation<'_> {
+impl Drop for NameReservation {
     fn drop(&mut self) {
         if self.armed {
-            self.controller.state().names.remove(&self.name);
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            st.names.remove(&self.name);
         }
     }
 }
@@ -91,17 +92,12 @@ impl Controller {
                 labels: req.labels,
                 created: now_rfc3339(),
             };
-            let release_ipam = |c: &Controller| {
-                if !spec.ipv4.is_empty() {
-                    c.ipam.release_network(&id);
-                }
-            };
             if let Err(e) = driver.validate_network(&spec) {
-                release_ipam(self);
+                self.release_ipam(&spec);
                 return Err(ControllerError::driver("invalid network", e));
             }
             if let Err(e) = driver.create_network(&spec).await {
-                release_ipam(self);
+                self.release_ipam(&spec);
                 return Err(ControllerError::driver(
                     format!("failed to create network {}", spec.name),
                     e,
@@ -111,7 +107,7 @@ impl Controller {
                 if let Err(undo) = driver.delete_network(&spec).await {
                     tracing::warn!(error = %undo, "rollback of network create failed");
                 }
-                release_ipam(self);
+                self.release_ipam(&spec);
                 return Err(e.into());
             }
             reservation.armed = false;
@@ -159,10 +155,17 @@ impl Controller {
         async {
             {
                 let st = self.state();
-                if st.endpoints.values().any(|e| e.spec.network_id == spec.id) {
+                let mut active: Vec<String> = st
+                    .endpoints
+                    .values()
+                    .filter(|e| e.spec.network_id == spec.id)
+                    .map(|e| format!("name:\"{}\" id:\"{}\"", e.spec.name, &e.spec.id[..12]))
+                    .collect();
+                if !active.is_empty() {
+                    active.sort();
                     return Err(ControllerError::InUse {
                         name: spec.name.clone(),
-                        id: spec.id.clone(),
+                        endpoints: active,
                     });
                 }
                 if !st.networks.contains_key(&spec.id) {
@@ -188,14 +191,20 @@ impl Controller {
         .await
     }
 
-    fn reserve_name(&self, name: &str, id: &str) -> Result<NameReservation<'_>> {
+    fn release_ipam(&self, spec: &NetworkSpec) {
+        if !spec.ipv4.is_empty() {
+            self.ipam.release_network(&spec.id);
+        }
+    }
+
+    fn reserve_name(&self, name: &str, id: &str) -> Result<NameReservation> {
         let mut st = self.state();
         if st.names.contains_key(name) {
             return Err(ControllerError::DuplicateName(name.to_string()));
         }
         st.names.insert(name.to_string(), id.to_string());
         Ok(NameReservation {
-            controller: self,
+            state: self.state.clone(),
             name: name.to_string(),
             armed: true,
         })
@@ -205,7 +214,10 @@ impl Controller {
     /// automatically chosen subnet must not overlap. Addresses on the bridge
     /// this network will reuse are not counted, so an existing docker0 keeps
     /// its subnet across restarts.
-    async fn networks_in_use(&self, reuse_bridge: Option<&String>) -> Result<Vec<Ipv4Network>> {
+    pub(crate) async fn networks_in_use(
+        &self,
+        reuse_bridge: Option<&String>,
+    ) -> Result<Vec<Ipv4Network>> {
         let mut in_use = self.netlink.ipv4_networks_in_use().await?;
         if let Some(bridge) = reuse_bridge {
             if let Some(link) = self.netlink.link(bridge).await? {

@@ -1,0 +1,204 @@
+//! Start-up step 7: the network controller with its drivers, the kernel
+//! settings dockerd makes (ip_forward, base iptables chains), the restore of
+//! stored networks and the default networks `none`, `host` and `bridge`.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use drivers::bridge::{
+    BridgeConfig as DriverBridgeConfig, BridgeDriver, IptablesFirewall, OPT_BRIDGE_NAME,
+    OPT_DEFAULT_BRIDGE, OPT_ENABLE_ICC, OPT_ENABLE_IP_MASQUERADE, OPT_HOST_BINDING_IPV4, OPT_MTU,
+};
+use drivers::host::HostDriver;
+use drivers::null::NullDriver;
+use ipnetwork::Ipv4Network;
+use netcontroller::controller::{Controller, ControllerConfig, ControllerError, NetworkCreate};
+use netcontroller::driver::Driver;
+use netcontroller::error::{ErrorKind, Kind};
+use netcontroller::firewall::{Firewall, FirewallError, FirewallOptions};
+use netcontroller::ipam::{AddressPool, IpamRequest};
+use netcontroller::osl::{self, NetlinkHandle, OslError};
+use netcontroller::resolver::{upstreams_from, ResolverConfig};
+
+use crate::config::{Config, DefaultBridge};
+
+/// Name of the bridge the daemon manages by default.
+pub const DEFAULT_BRIDGE: &str = "docker0";
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkSetupError {
+    #[error("netlink: {0}")]
+    Netlink(#[from] OslError),
+    #[error("enabling IP forwarding: {0}")]
+    IpForward(#[source] Box<OslError>),
+    #[error("setting up iptables: {0}")]
+    Firewall(#[from] FirewallError),
+    #[error("-b {0}: bridge not found")]
+    BridgeMissing(String),
+    #[error("-b {0}: the bridge has no IPv4 address")]
+    BridgeUnaddressed(String),
+    #[error("network controller: {0}")]
+    Controller(#[from] ControllerError),
+}
+
+impl Kind for NetworkSetupError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            NetworkSetupError::BridgeMissing(_) => ErrorKind::NotFound,
+            NetworkSetupError::BridgeUnaddressed(_) => ErrorKind::InvalidArgument,
+            NetworkSetupError::Controller(e) => e.kind(),
+            _ => ErrorKind::System,
+        }
+    }
+}
+
+/// Builds the controller, restores it and makes the default networks.
+pub async fn start(config: &Config) -> Result<Arc<Controller>, NetworkSetupError> {
+    let b = &config.bridge;
+    if b.ip_forward {
+        osl::sysctl_set("net.ipv4.ip_forward", "1").map_err(|e| NetworkSetupError::IpForward(Box::new(e)))?;
+    }
+    let netlink = NetlinkHandle::current()?;
+    let external_bridge = match &b.bridge {
+        DefaultBridge::Existing(name) => Some(name.clone()),
+        _ => None,
+    };
+    let mut bridge = BridgeDriver::new(
+        DriverBridgeConfig {
+            default_mtu: b.mtu,
+            external_bridge,
+            userland_proxy: b.userland_proxy,
+        },
+        netlink.clone(),
+    );
+    if b.iptables {
+        let fw = Firewall::new(FirewallOptions {
+            userland_proxy: b.userland_proxy,
+            forward_policy_drop: b.ip_forward,
+        });
+        bridge = bridge.with_firewall(Arc::new(IptablesFirewall::new(fw)?));
+    }
+    let drivers: Vec<Arc<dyn Driver>> =
+        vec![Arc::new(NullDriver), Arc::new(HostDriver), Arc::new(bridge)];
+    let pools = if config.default_address_pools.is_empty() {
+        AddressPool::defaults()
+    } else {
+        config
+            .default_address_pools
+            .iter()
+            .filter_map(|p| AddressPool::new(p.base, p.size).ok())
+            .collect()
+    };
+    let dns: Vec<Ipv4Addr> = config
+        .dns
+        .iter()
+        .filter_map(|ip| match ip {
+            IpAddr::V4(v4) => Some(*v4),
+            IpAddr::V6(_) => None,
+        })
+        .collect();
+    let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let controller = Arc::new(Controller::new(
+        ControllerConfig {
+            store_root: config.data_root.join("network"),
+            netns_root: config.exec_root.join("netns"),
+            pools,
+            resolver: ResolverConfig {
+                upstreams: upstreams_from(&dns, &host_resolv),
+                timeout: Duration::from_secs(2),
+            },
+        },
+        drivers,
+        netlink.clone(),
+    )?);
+    let report = controller.restore().await?;
+    for p in &report.problems {
+        tracing::warn!(problem = %p, "network restore");
+    }
+    ensure_predefined(&controller, "none", "null").await?;
+    ensure_predefined(&controller, "host", "host").await?;
+    if let Some(req) = default_bridge_request(config, &netlink).await? {
+        controller.create_network_unchecked(req).await?;
+    }
+    Ok(controller)
+}
+
+fn network_of(n: Ipv4Network) -> Ipv4Network {
+    Ipv4Network::new(n.network(), n.prefix()).unwrap_or(n)
+}
+
+async fn ensure_predefined(
+    controller: &Controller,
+    name: &str,
+    driver: &str,
+) -> Result<(), NetworkSetupError> {
+    if controller.network(name).is_ok() {
+        return Ok(());
+    }
+    controller
+        .create_network_unchecked(NetworkCreate {
+            name: name.to_string(),
+            driver: driver.to_string(),
+            ..Default::default()
+        })
+        .await?;
+    Ok(())
+}
+
+/// The default `bridge` network as today's flags describe it, or `None`
+/// with `-b none`.
+async fn default_bridge_request(
+    config: &Config,
+    netlink: &NetlinkHandle,
+) -> Result<Option<NetworkCreate>, NetworkSetupError> {
+    let b = &config.bridge;
+    let (bridge_name, bip) = match &b.bridge {
+        DefaultBridge::Disabled => return Ok(None),
+        DefaultBridge::Managed => (DEFAULT_BRIDGE.to_string(), b.bip),
+        DefaultBridge::Existing(name) => {
+            let link = netlink
+                .link(name)
+                .await?
+                .ok_or_else(|| NetworkSetupError::BridgeMissing(name.clone()))?;
+            let addr = netlink
+                .ipv4_addresses(link.index)
+                .await?
+                .into_iter()
+                .next()
+                .ok_or_else(|| NetworkSetupError::BridgeUnaddressed(name.clone()))?;
+            (name.clone(), Some(addr))
+        }
+    };
+    let subnet = match (bip, b.fixed_cidr) {
+        (Some(n), _) => Some(network_of(n)),
+        // dockerd accepts --fixed-cidr alone; the bridge then gets the /16
+        // around it (or the range itself when it is wider), gateway first.
+        (None, Some(range)) => Some(network_of(
+            Ipv4Network::new(range.ip(), range.prefix().min(16)).unwrap_or(range),
+        )),
+        (None, None) => None,
+    };
+    let ipam = IpamRequest {
+        subnet,
+        gateway: bip.map(|n| n.ip()),
+        ip_range: b.fixed_cidr,
+        ..Default::default()
+    };
+    let options = BTreeMap::from([
+        (OPT_DEFAULT_BRIDGE.to_string(), "true".to_string()),
+        (OPT_ENABLE_ICC.to_string(), b.icc.to_string()),
+        (OPT_ENABLE_IP_MASQUERADE.to_string(), b.ip_masq.to_string()),
+        (OPT_HOST_BINDING_IPV4.to_string(), "0.0.0.0".to_string()),
+        (OPT_BRIDGE_NAME.to_string(), bridge_name),
+        (OPT_MTU.to_string(), b.mtu.to_string()),
+    ]);
+    Ok(Some(NetworkCreate {
+        name: "bridge".into(),
+        driver: "bridge".into(),
+        ipam: Some(ipam),
+        options,
+        ..Default::default()
+    }))
+}

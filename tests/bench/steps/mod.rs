@@ -133,6 +133,9 @@ impl<'r> Step<'r> {
                 }
                 Some(value)
             }
+            // An interrupt is no finding about the daemon: leave the row
+            // as it was; the next signals::check() ends the run.
+            Err(_) if signals::interrupted() => None,
             Err(e) => {
                 eprintln!("compare: {}: {e:#}", kind.name());
                 self.block(kind, &format!("{e:#}"));

@@ -204,6 +204,11 @@ impl Report {
                 cell_text(&r.cells[1]),
             );
         }
+        let _ = writeln!(
+            out,
+            "d/b: dockerd median / berthd median (above 1: berthd faster or smaller); \
+             each row's samples alternate which daemon goes first"
+        );
         // One entry per (daemon, reason): a daemon that failed to start
         // would otherwise repeat the same reason on every row.
         let mut groups: Vec<(Kind, &str, Vec<&str>)> = Vec::new();

@@ -58,7 +58,8 @@ impl Kind for NetworkSetupError {
 pub async fn start(config: &Config) -> Result<Arc<Controller>, NetworkSetupError> {
     let b = &config.bridge;
     if b.ip_forward {
-        osl::sysctl_set("net.ipv4.ip_forward", "1").map_err(|e| NetworkSetupError::IpForward(Box::new(e)))?;
+        osl::sysctl_set("net.ipv4.ip_forward", "1")
+            .map_err(|e| NetworkSetupError::IpForward(Box::new(e)))?;
     }
     let netlink = NetlinkHandle::current()?;
     let external_bridge = match &b.bridge {

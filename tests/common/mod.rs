@@ -13,6 +13,8 @@
 // Each test binary uses a different part of the harness.
 #![allow(dead_code)]
 
+pub mod invariants;
+
 use std::fs::{self, OpenOptions};
 use std::io;
 use std::net::Ipv4Addr;

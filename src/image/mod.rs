@@ -41,10 +41,11 @@ impl Kind for ImageError {
     fn kind(&self) -> ErrorKind {
         match self {
             ImageError::NotFound(_) => ErrorKind::NotFound,
-            ImageError::Conflict(_) => ErrorKind::Conflict,
-            ImageError::Ambiguous(_)
-            | ImageError::InvalidReference(_)
-            | ImageError::InvalidArchive(_) => ErrorKind::InvalidArgument,
+            // The name is well-formed but matches several images: a conflict.
+            ImageError::Conflict(_) | ImageError::Ambiguous(_) => ErrorKind::Conflict,
+            ImageError::InvalidReference(_) | ImageError::InvalidArchive(_) => {
+                ErrorKind::InvalidArgument
+            }
             ImageError::Io { .. } => ErrorKind::System,
         }
     }

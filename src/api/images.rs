@@ -1,0 +1,241 @@
+//! `/images`: import (`POST /images/create?fromSrc=-`), load, list, inspect,
+//! tag and remove, over the image store.
+//!
+//! Pulling (`fromImage`) is not supported: berthd talks to no registry, so
+//! it answers 501 with a message naming `docker import` and `docker load`
+//! instead of a registry error that would send users looking for a network
+//! problem.
+
+use std::io;
+
+use futures::StreamExt;
+use http_body_util::BodyStream;
+use hyper::StatusCode;
+use serde_json::json;
+use tokio::io::AsyncRead;
+use tokio_util::io::StreamReader;
+
+use super::error::ApiError;
+use super::request::{Ctx, RequestBody};
+use super::response::{empty, json, json_lines, ok, ApiResult};
+use super::router::Router;
+use super::time::parse_time_filter;
+use super::version::ApiVersion;
+use crate::image::{DeleteItem, Image, ImageStore, ImportOptions, Reference};
+
+pub(super) fn routes(router: Router) -> Router {
+    router
+        .post("/images/create", create)
+        .post("/images/load", load)
+        .get("/images/json", list)
+        .get("/images/{name*}/json", inspect)
+        .post("/images/{name*}/tag", tag)
+        .delete("/images/{name*}", remove)
+}
+
+/// The filters `GET /images/json` accepts (dockerd's list).
+const LIST_FILTERS: &[&str] = &["before", "dangling", "label", "reference", "since", "until"];
+
+/// From this version on, an untagged image lists empty `RepoTags` and
+/// `RepoDigests` instead of `<none>:<none>` and `<none>@<none>`.
+const EMPTY_NONE_TAGS: ApiVersion = ApiVersion::new(1, 43);
+
+/// A request body as a byte reader, read as the store consumes it: an
+/// upload is never held in memory whole.
+fn body_reader(body: RequestBody) -> impl AsyncRead + Send + Unpin + 'static {
+    let chunks = BodyStream::new(body).filter_map(|frame| async move {
+        match frame {
+            Ok(frame) => frame.into_data().ok().map(Ok),
+            Err(e) => Some(Err(io::Error::other(e))),
+        }
+    });
+    StreamReader::new(Box::pin(chunks))
+}
+
+/// `POST /images/create`: `fromSrc=-` imports the body as a root filesystem
+/// (`docker import`); `fromImage` would pull, which berthd does not do.
+async fn create(mut ctx: Ctx) -> ApiResult {
+    let query = ctx.query().clone();
+    if let Some(image) = query.get("fromImage").filter(|s| !s.is_empty()) {
+        let name = match query.get("tag").filter(|t| !t.is_empty()) {
+            Some(tag) => format!("{image}:{tag}"),
+            None => image.to_string(),
+        };
+        return Err(ApiError::with_status(
+            StatusCode::NOT_IMPLEMENTED,
+            format!(
+                "pull is not supported by berthd (no registry access): cannot pull {name}; \
+                 bring the image in with docker import or docker load"
+            ),
+        ));
+    }
+    match query.get("fromSrc") {
+        Some("-") => {}
+        Some(src) if !src.is_empty() => {
+            return Err(ApiError::with_status(
+                StatusCode::NOT_IMPLEMENTED,
+                format!(
+                    "import from a URL is not supported by berthd: cannot fetch {src}; \
+                     download it and use docker import with a file or -"
+                ),
+            ))
+        }
+        _ => return Err(ApiError::invalid("fromImage or fromSrc is required")),
+    }
+    if query.get_all("changes").any(|c| !c.trim().is_empty()) {
+        return Err(ApiError::invalid(
+            "docker import --change is not supported by berthd",
+        ));
+    }
+    let opts = ImportOptions {
+        repo: query.get("repo").map(str::to_string),
+        tag: query.get("tag").map(str::to_string),
+        message: query
+            .get("message")
+            .filter(|m| !m.is_empty())
+            .map(str::to_string),
+        config: None,
+    };
+    let state = ctx.state().clone();
+    let image = state
+        .images()?
+        .import_with(body_reader(ctx.take_body()), opts)
+        .await?;
+    state.events.image("import", &image.id, &image.id);
+    for name in &image.repo_tags {
+        state.events.image("tag", &image.id, name);
+    }
+    ok(&json!({ "status": image.id }))
+}
+
+/// `POST /images/load` (`docker load`): a `docker save` archive. Answers
+/// dockerd's stream of `{"stream": "Loaded image: …\n"}` lines; berthd sends
+/// no per-layer progress, so `quiet` changes nothing.
+async fn load(mut ctx: Ctx) -> ApiResult {
+    let state = ctx.state().clone();
+    let loaded = state.images()?.load(body_reader(ctx.take_body())).await?;
+    let mut lines = Vec::new();
+    for image in &loaded {
+        state.events.image("load", &image.id, &image.id);
+        if image.tags.is_empty() {
+            lines.push(format!("Loaded image ID: {}\n", image.id));
+        }
+        lines.extend(image.tags.iter().map(|t| format!("Loaded image: {t}\n")));
+    }
+    let stream = futures::stream::iter(lines.into_iter().map(|line| json!({ "stream": line })));
+    Ok(json_lines(stream))
+}
+
+/// The creation time (nanoseconds) of the image a `before`/`since` filter
+/// names.
+fn created_nanos(store: &ImageStore, name: &str) -> Result<i64, ApiError> {
+    Ok(nanos(&store.get(name)?))
+}
+
+fn nanos(image: &Image) -> i64 {
+    image
+        .created()
+        .and_then(|t| t.timestamp_nanos_opt())
+        .unwrap_or_default()
+}
+
+/// `GET /images/json` (`docker images`). `all` changes nothing (berthd has
+/// no intermediate images) and `digests` is ignored (no registry digests).
+async fn list(ctx: Ctx) -> ApiResult {
+    let filters = ctx.query().filters()?;
+    filters.validate(LIST_FILTERS)?;
+    let dangling = filters.bool_value("dangling")?;
+    let store = ctx.state().images()?;
+    let before = filters
+        .values("before")
+        .into_iter()
+        .map(|name| created_nanos(store, name))
+        .collect::<Result<Vec<_>, _>>()?;
+    let since = filters
+        .values("since")
+        .into_iter()
+        .map(|name| created_nanos(store, name))
+        .collect::<Result<Vec<_>, _>>()?;
+    let until = filters
+        .values("until")
+        .into_iter()
+        .map(|v| parse_time_filter(v).map_err(ApiError::invalid))
+        .collect::<Result<Vec<_>, _>>()?;
+    let patterns = filters.values("reference");
+    let old_none_tags = ctx.version() < EMPTY_NONE_TAGS;
+
+    let mut out = Vec::new();
+    for image in store.list() {
+        let created = nanos(&image);
+        if before.iter().any(|b| created >= *b)
+            || since.iter().any(|s| created <= *s)
+            || until.iter().any(|u| created >= *u)
+            || dangling.is_some_and(|d| d != image.repo_tags.is_empty())
+        {
+            continue;
+        }
+        let mut summary = image.summary();
+        if !filters.match_labels("label", &summary.labels) {
+            continue;
+        }
+        if !patterns.is_empty() {
+            // Only the names that match are listed; an image with none is not.
+            summary.repo_tags.retain(|name| {
+                Reference::parse(name).is_ok_and(|r| patterns.iter().any(|p| r.matches(p)))
+            });
+            if summary.repo_tags.is_empty() {
+                continue;
+            }
+        }
+        if old_none_tags && summary.repo_tags.is_empty() {
+            summary.repo_tags = vec!["<none>:<none>".to_string()];
+            summary.repo_digests = vec!["<none>@<none>".to_string()];
+        }
+        out.push(summary);
+    }
+    ok(&out)
+}
+
+/// `GET /images/{name}/json` (`docker image inspect`).
+async fn inspect(ctx: Ctx) -> ApiResult {
+    let image = ctx.state().images()?.get(ctx.param("name"))?;
+    ok(&image.inspect())
+}
+
+/// `POST /images/{name}/tag?repo=&tag=` (`docker tag`): 201, no body.
+async fn tag(ctx: Ctx) -> ApiResult {
+    let state = ctx.state().clone();
+    let query = ctx.query();
+    let repo = query.get("repo").unwrap_or_default();
+    if repo.is_empty() {
+        return Err(ApiError::invalid(
+            "repository name must have at least one component",
+        ));
+    }
+    let tag = query.get("tag").filter(|t| !t.is_empty());
+    let reference = Reference::from_parts(repo, tag)?;
+    let store = state.images()?;
+    let id = store.get(ctx.param("name"))?.id;
+    store.tag(&id, repo, tag).await?;
+    state.events.image("tag", &id, &reference.to_string());
+    Ok(empty(StatusCode::CREATED))
+}
+
+/// `DELETE /images/{name}?force=&noprune=` (`docker rmi`). `noprune` changes
+/// nothing: berthd images have no parent images to prune.
+async fn remove(ctx: Ctx) -> ApiResult {
+    let state = ctx.state().clone();
+    let force = ctx.query().bool("force");
+    let store = state.images()?;
+    let id = store.get(ctx.param("name"))?.id;
+    let items = store
+        .remove(ctx.param("name"), force, |id| state.image_in_use(id))
+        .await?;
+    for item in &items {
+        match item {
+            DeleteItem::Untagged(name) => state.events.image("untag", &id, name),
+            DeleteItem::Deleted(deleted) => state.events.image("delete", deleted, deleted),
+        }
+    }
+    Ok(json(StatusCode::OK, &items))
+}

@@ -152,6 +152,12 @@ fn import_inspect_and_list() {
             "import",
             "-m",
             "a message",
+            "--change",
+            r#"CMD ["httpd", "-f"]"#,
+            "--change",
+            "ENV GREETING=hello",
+            "--change",
+            "EXPOSE 80",
             "-",
             "localhost:5000/team/app:v1",
         ],
@@ -160,6 +166,9 @@ fn import_inspect_and_list() {
     assert!(out.status.success(), "{}", stderr(&out));
     let app = inspect(&d, "localhost:5000/team/app:v1");
     assert_eq!(app["Comment"], "a message");
+    assert_eq!(app["Config"]["Cmd"], json!(["httpd", "-f"]));
+    assert_eq!(app["Config"]["Env"], json!(["GREETING=hello"]));
+    assert_eq!(app["Config"]["ExposedPorts"], json!({"80/tcp": {}}));
     assert_eq!(
         app["RootFS"]["Layers"],
         json!([sha256(&small_tar(b"hello\n"))])
@@ -407,6 +416,17 @@ fn bad_uploads_are_refused_and_change_nothing() {
         &busybox_tar(),
     );
     assert_eq!(r.status, 400, "{}", r.text());
+
+    let out = d.docker_stdin(
+        &["import", "--change", "RUN true", "-", "x"],
+        &busybox_tar(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("RUN is not a valid change command"),
+        "{}",
+        stderr(&out)
+    );
 
     let r = d.request_raw("POST", "/images/load", Some("application/x-tar"), &garbage);
     assert_eq!(r.status, 400, "{}", r.text());

@@ -21,7 +21,9 @@ use super::response::{empty, json, json_lines, ok, ApiResult};
 use super::router::Router;
 use super::time::parse_time_filter;
 use super::version::ApiVersion;
-use crate::image::{DeleteItem, Image, ImageStore, ImportOptions, Reference};
+use crate::image::{
+    run_config_from_changes, DeleteItem, Image, ImageStore, ImportOptions, Reference,
+};
 
 pub(super) fn routes(router: Router) -> Router {
     router
@@ -82,11 +84,8 @@ async fn create(mut ctx: Ctx) -> ApiResult {
         }
         _ => return Err(ApiError::invalid("fromImage or fromSrc is required")),
     }
-    if query.get_all("changes").any(|c| !c.trim().is_empty()) {
-        return Err(ApiError::invalid(
-            "docker import --change is not supported by berthd",
-        ));
-    }
+    let changes: Vec<&str> = query.get_all("changes").collect();
+    let config = run_config_from_changes(&changes)?;
     let opts = ImportOptions {
         repo: query.get("repo").map(str::to_string),
         tag: query.get("tag").map(str::to_string),
@@ -94,7 +93,7 @@ async fn create(mut ctx: Ctx) -> ApiResult {
             .get("message")
             .filter(|m| !m.is_empty())
             .map(str::to_string),
-        config: None,
+        config,
     };
     let state = ctx.state().clone();
     let image = state
@@ -238,4 +237,94 @@ async fn remove(ctx: Ctx) -> ApiResult {
         }
     }
     Ok(json(StatusCode::OK, &items))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Cursor;
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use clap::Parser;
+    use http_body_util::{BodyExt, Full};
+    use hyper::Request;
+    use tokio::sync::watch;
+
+    use super::*;
+    use crate::api::state::{AppState, ImageUsers};
+    use crate::config::{Config, Flags};
+
+    /// Says every image is in use, as the container store will for images
+    /// of existing containers.
+    struct EveryImageUsed;
+
+    impl ImageUsers for EveryImageUsed {
+        fn uses_image(&self, _image_id: &str) -> bool {
+            true
+        }
+    }
+
+    fn rootfs_tar() -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_size(3);
+        b.append_data(&mut h, "etc/motd", &b"hi\n"[..]).unwrap();
+        b.into_inner().unwrap()
+    }
+
+    async fn call(state: &Arc<AppState>, method: &str, uri: &str) -> (u16, serde_json::Value) {
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = routes(Router::new()).dispatch(state.clone(), req).await;
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&body).unwrap_or_default())
+    }
+
+    #[tokio::test]
+    async fn an_image_in_use_is_kept_unless_forced_and_then_only_untagged() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(ImageStore::open(dir.path().join("image")).await.unwrap());
+        let image = store
+            .import(Cursor::new(rootfs_tar()), Some("app"), None)
+            .await
+            .unwrap();
+        let config = Config::resolve(&Flags::parse_from(["berthd"]), None).unwrap();
+        let (_, rx) = watch::channel(false);
+        let state = Arc::new(
+            AppState::new(Arc::new(config), "test".into(), rx)
+                .with_images(store.clone())
+                .with_image_users(Arc::new(EveryImageUsed)),
+        );
+
+        let (status, body) = call(&state, "DELETE", "/images/app").await;
+        assert_eq!(status, 409, "{body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("a container is using its referenced image"),
+            "{body}"
+        );
+        assert_eq!(store.get("app").unwrap().id, image.id);
+
+        let (status, body) = call(&state, "DELETE", "/images/app?force=1").await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body, json!([{"Untagged": "app:latest"}]));
+        // Untagged but kept: a container's overlay still has it as lower dir.
+        assert!(store
+            .get(&image.id)
+            .unwrap()
+            .rootfs
+            .join("etc/motd")
+            .exists());
+    }
 }

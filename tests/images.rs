@@ -224,8 +224,17 @@ fn import_inspect_and_list() {
         .find(|i| i["Id"] == nameless.as_str())
         .unwrap();
     assert_eq!(untagged["RepoTags"], json!([]));
+    assert!(untagged.get("VirtualSize").is_none(), "{untagged}");
     let old = d.get("/v1.41/images/json?filters=%7B%22dangling%22%3A%5B%22true%22%5D%7D");
     assert_eq!(old.json()[0]["RepoTags"], json!(["<none>:<none>"]));
+    assert_eq!(old.json()[0]["VirtualSize"], old.json()[0]["Size"]);
+    let current = d.get("/images/busybox/json").json();
+    for gone in ["VirtualSize", "Container", "ContainerConfig"] {
+        assert!(current.get(gone).is_none(), "{gone} in {current}");
+    }
+    let old = d.get("/v1.43/images/busybox/json").json();
+    assert_eq!(old["VirtualSize"], old["Size"]);
+    assert_eq!(old["Container"], "");
     let bad = d.get("/images/json?filters=%7B%22color%22%3A%5B%22red%22%5D%7D");
     assert_eq!(bad.status, 400);
     assert_eq!(bad.json()["message"], "invalid filter 'color'");
@@ -316,6 +325,38 @@ fn tag_and_rmi() {
     let r = d.delete("/images/nope");
     assert_eq!(r.status, 404);
     assert_eq!(r.json()["message"], "No such image: nope:latest");
+
+    // Each change was announced on /events, as dockerd does.
+    let until = chrono::Utc::now().timestamp() + 1;
+    let events = d.docker_ok(&[
+        "events",
+        "--since",
+        "0",
+        "--until",
+        &until.to_string(),
+        "--filter",
+        "type=image",
+        "--format",
+        "{{.Action}} {{.Actor.Attributes.name}}",
+    ]);
+    let seen = lines(&events);
+    assert!(
+        seen.contains(&"tag registry:5000/team/bb:v1")
+            && seen.contains(&"untag registry:5000/team/bb:v1"),
+        "{events}"
+    );
+    let import = format!("import {id}");
+    let delete = format!("delete {id}");
+    assert_eq!(
+        seen[seen.len() - 4..],
+        [
+            import.as_str(),
+            "tag busybox:latest",
+            "untag busybox:latest",
+            delete.as_str()
+        ],
+        "{events}"
+    );
 }
 
 #[test]
@@ -384,7 +425,8 @@ fn images_survive_a_restart() {
 #[test]
 fn bad_uploads_are_refused_and_change_nothing() {
     let d = Daemon::start();
-    let garbage = b"this is not a tarball, not at all; really not".repeat(40);
+    // Large enough that the client is still sending when the answer comes.
+    let garbage = b"this is not a tarball, not at all; really not".repeat(400_000);
 
     let r = d.request_raw(
         "POST",
@@ -428,6 +470,13 @@ fn bad_uploads_are_refused_and_change_nothing() {
         stderr(&out)
     );
 
+    let out = d.docker_stdin(&["load"], &garbage);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("invalid image archive"),
+        "{}",
+        stderr(&out)
+    );
     let r = d.request_raw("POST", "/images/load", Some("application/x-tar"), &garbage);
     assert_eq!(r.status, 400, "{}", r.text());
     let r = d.request_raw(

@@ -8,11 +8,16 @@
 
 use std::io;
 
-use futures::StreamExt;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
 use http_body_util::BodyStream;
 use hyper::StatusCode;
 use serde_json::json;
-use tokio::io::AsyncRead;
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::runtime::Handle;
 use tokio_util::io::StreamReader;
 
 use super::error::ApiError;
@@ -41,22 +46,81 @@ const LIST_FILTERS: &[&str] = &["before", "dangling", "label", "reference", "sin
 /// From this version on, an untagged image lists empty `RepoTags` and
 /// `RepoDigests` instead of `<none>:<none>` and `<none>@<none>`.
 const EMPTY_NONE_TAGS: ApiVersion = ApiVersion::new(1, 43);
+/// From this version on, dockerd no longer sends the deprecated `VirtualSize`.
+const NO_VIRTUAL_SIZE: ApiVersion = ApiVersion::new(1, 44);
+/// From this version on, inspect no longer sends `Container` and
+/// `ContainerConfig`.
+const NO_CONTAINER_CONFIG: ApiVersion = ApiVersion::new(1, 45);
 
-/// A request body as a byte reader, read as the store consumes it: an
-/// upload is never held in memory whole.
-fn body_reader(body: RequestBody) -> impl AsyncRead + Send + Unpin + 'static {
-    let chunks = BodyStream::new(body).filter_map(|frame| async move {
-        match frame {
-            Ok(frame) => frame.into_data().ok().map(Ok),
-            Err(e) => Some(Err(io::Error::other(e))),
+/// Drops the fields dockerd no longer sends at the request's API version.
+fn for_version(value: impl serde::Serialize, version: ApiVersion) -> serde_json::Value {
+    let mut value = serde_json::to_value(value).unwrap_or_default();
+    if let Some(fields) = value.as_object_mut() {
+        if version >= NO_VIRTUAL_SIZE {
+            fields.remove("VirtualSize");
         }
-    });
-    StreamReader::new(Box::pin(chunks))
+        if version >= NO_CONTAINER_CONFIG {
+            fields.remove("Container");
+            fields.remove("ContainerConfig");
+        }
+    }
+    value
+}
+
+type Chunks = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
+
+/// An upload (`docker import`, `docker load`) as a byte reader, read as the
+/// store consumes it: it is never held in memory whole. Dropped before its
+/// end (the request was refused, or the store stopped at a bad entry), it
+/// reads and discards the rest in the background, so a client still sending
+/// gets the error answer instead of a broken pipe.
+struct Upload {
+    reader: Option<StreamReader<Chunks, Bytes>>,
+    runtime: Handle,
+}
+
+impl Upload {
+    fn new(body: RequestBody) -> Upload {
+        let chunks = BodyStream::new(body).filter_map(|frame| async move {
+            match frame {
+                Ok(frame) => frame.into_data().ok().map(Ok),
+                Err(e) => Some(Err(io::Error::other(e))),
+            }
+        });
+        Upload {
+            reader: Some(StreamReader::new(Box::pin(chunks))),
+            runtime: Handle::current(),
+        }
+    }
+}
+
+impl AsyncRead for Upload {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.reader.as_mut() {
+            Some(reader) => Pin::new(reader).poll_read(cx, buf),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if let Some(reader) = self.reader.take() {
+            let mut rest = reader.into_inner();
+            self.runtime
+                .spawn(async move { while rest.next().await.is_some() {} });
+        }
+    }
 }
 
 /// `POST /images/create`: `fromSrc=-` imports the body as a root filesystem
 /// (`docker import`); `fromImage` would pull, which berthd does not do.
 async fn create(mut ctx: Ctx) -> ApiResult {
+    let upload = Upload::new(ctx.take_body());
     let query = ctx.query().clone();
     if let Some(image) = query.get("fromImage").filter(|s| !s.is_empty()) {
         let name = match query.get("tag").filter(|t| !t.is_empty()) {
@@ -96,10 +160,7 @@ async fn create(mut ctx: Ctx) -> ApiResult {
         config,
     };
     let state = ctx.state().clone();
-    let image = state
-        .images()?
-        .import_with(body_reader(ctx.take_body()), opts)
-        .await?;
+    let image = state.images()?.import_with(upload, opts).await?;
     state.events.image("import", &image.id, &image.id);
     for name in &image.repo_tags {
         state.events.image("tag", &image.id, name);
@@ -111,8 +172,9 @@ async fn create(mut ctx: Ctx) -> ApiResult {
 /// dockerd's stream of `{"stream": "Loaded image: …\n"}` lines; berthd sends
 /// no per-layer progress, so `quiet` changes nothing.
 async fn load(mut ctx: Ctx) -> ApiResult {
+    let upload = Upload::new(ctx.take_body());
     let state = ctx.state().clone();
-    let loaded = state.images()?.load(body_reader(ctx.take_body())).await?;
+    let loaded = state.images()?.load(upload).await?;
     let mut lines = Vec::new();
     for image in &loaded {
         state.events.image("load", &image.id, &image.id);
@@ -190,7 +252,7 @@ async fn list(ctx: Ctx) -> ApiResult {
             summary.repo_tags = vec!["<none>:<none>".to_string()];
             summary.repo_digests = vec!["<none>@<none>".to_string()];
         }
-        out.push(summary);
+        out.push(for_version(summary, ctx.version()));
     }
     ok(&out)
 }
@@ -198,7 +260,7 @@ async fn list(ctx: Ctx) -> ApiResult {
 /// `GET /images/{name}/json` (`docker image inspect`).
 async fn inspect(ctx: Ctx) -> ApiResult {
     let image = ctx.state().images()?.get(ctx.param("name"))?;
-    ok(&image.inspect())
+    ok(&for_version(image.inspect(), ctx.version()))
 }
 
 /// `POST /images/{name}/tag?repo=&tag=` (`docker tag`): 201, no body.

@@ -244,6 +244,19 @@ fn import_inspect_and_list() {
     let out = d.docker(&["image", "inspect", "nope"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("No such image"), "{}", stderr(&out));
+
+    // Pruning removes the untagged image, then (-a) every unused one.
+    let out = d.docker_ok(&["image", "prune", "-f"]);
+    assert!(out.contains(&format!("deleted: {nameless}")), "{out}");
+    assert!(out.contains("Total reclaimed space"), "{out}");
+    assert_eq!(
+        listed(&d, &[]),
+        ["busybox:latest", "localhost:5000/team/app:v1"]
+    );
+    let out = d.docker_ok(&["image", "prune", "-a", "-f"]);
+    assert!(out.contains("untagged: busybox:latest"), "{out}");
+    assert!(out.contains(&format!("deleted: {id}")), "{out}");
+    assert!(listed(&d, &[]).is_empty());
 }
 
 #[test]

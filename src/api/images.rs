@@ -24,6 +24,7 @@ use super::error::ApiError;
 use super::request::{Ctx, RequestBody};
 use super::response::{empty, json, json_lines, ok, ApiResult};
 use super::router::Router;
+use super::state::AppState;
 use super::time::parse_time_filter;
 use super::version::ApiVersion;
 use crate::image::{
@@ -38,6 +39,7 @@ pub(super) fn routes(router: Router) -> Router {
         .get("/images/{name*}/json", inspect)
         .post("/images/{name*}/tag", tag)
         .delete("/images/{name*}", remove)
+        .post("/images/prune", prune)
 }
 
 /// The filters `GET /images/json` accepts (dockerd's list).
@@ -292,13 +294,70 @@ async fn remove(ctx: Ctx) -> ApiResult {
     let items = store
         .remove(ctx.param("name"), force, |id| state.image_in_use(id))
         .await?;
-    for item in &items {
+    announce(&state, &id, &items);
+    Ok(json(StatusCode::OK, &items))
+}
+
+/// Publishes the `untag` and `delete` events of a removal of image `id`.
+fn announce(state: &AppState, id: &str, items: &[DeleteItem]) {
+    for item in items {
         match item {
-            DeleteItem::Untagged(name) => state.events.image("untag", &id, name),
+            DeleteItem::Untagged(name) => state.events.image("untag", id, name),
             DeleteItem::Deleted(deleted) => state.events.image("delete", deleted, deleted),
         }
     }
-    Ok(json(StatusCode::OK, &items))
+}
+
+/// `POST /images/prune` (`docker image prune [-a]`): removes the images no
+/// container uses that pass the filters; by default only untagged ones
+/// (`dangling=true`), with `dangling=false` every unused one.
+async fn prune(ctx: Ctx) -> ApiResult {
+    let filters = ctx.query().filters()?;
+    filters.validate(&["dangling", "label", "label!", "until"])?;
+    let dangling_only = filters.bool_value("dangling")?.unwrap_or(true);
+    let until = filters
+        .values("until")
+        .into_iter()
+        .map(|v| parse_time_filter(v).map_err(ApiError::invalid))
+        .collect::<Result<Vec<_>, _>>()?;
+    let state = ctx.state().clone();
+    let store = state.images()?;
+    let mut deleted = Vec::new();
+    let mut reclaimed = 0u64;
+    for image in store.list() {
+        let labels = image.summary().labels;
+        if (dangling_only && !image.repo_tags.is_empty())
+            || state.image_in_use(&image.id)
+            || until.iter().any(|u| nanos(&image) >= *u)
+            || !filters.match_labels("label", &labels)
+            || filters.any_label_matches("label!", &labels)
+        {
+            continue;
+        }
+        // Name by name, then the id, without force: an image a container
+        // started using meanwhile is refused (409) and skipped.
+        let names = if image.repo_tags.is_empty() {
+            vec![image.id.clone()]
+        } else {
+            image.repo_tags.clone()
+        };
+        for name in names {
+            match store
+                .remove(&name, false, |id| state.image_in_use(id))
+                .await
+            {
+                Ok(items) => {
+                    announce(&state, &image.id, &items);
+                    if items.iter().any(|i| matches!(i, DeleteItem::Deleted(_))) {
+                        reclaimed += image.size;
+                    }
+                    deleted.extend(items);
+                }
+                Err(e) => tracing::debug!(image = %image.id, error = %e, "not pruned"),
+            }
+        }
+    }
+    ok(&json!({ "ImagesDeleted": deleted, "SpaceReclaimed": reclaimed }))
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! `/images`: import (`POST /images/create?fromSrc=-`), load, list, inspect,
-//! tag and remove, over the image store.
+//! tag, remove and prune, over the image store.
 //!
 //! Pulling (`fromImage`) is not supported: berthd talks to no registry, so
 //! it answers 501 with a message naming `docker import` and `docker load`
@@ -7,7 +7,6 @@
 //! problem.
 
 use std::io;
-
 use std::pin::Pin;
 use std::task::{Context, Poll};
 

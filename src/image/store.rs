@@ -84,7 +84,8 @@ pub struct Image {
 }
 
 impl Image {
-    fn created(&self) -> Option<DateTime<Utc>> {
+    /// The config's creation time, when it has a valid one.
+    pub fn created(&self) -> Option<DateTime<Utc>> {
         let text = self.config.created.as_deref()?;
         DateTime::parse_from_rfc3339(text)
             .ok()
@@ -356,7 +357,7 @@ impl Inner {
                 return Ok((first.clone(), None));
             }
         }
-        Err(ImageError::NotFound(name.to_string()))
+        Err(not_found(name))
     }
 
     /// Moves a finished image directory into place (another import of the
@@ -603,6 +604,16 @@ impl Inner {
         self.save_repositories(&state)?;
         Ok((items, doomed))
     }
+}
+
+/// dockerd's "No such image": a name is shown with its tag (`foo:latest`),
+/// a full id as given.
+fn not_found(name: &str) -> ImageError {
+    let shown = match Reference::parse(name) {
+        Ok(r) if hex_of(name).len() != 64 => r.to_string(),
+        _ => name.to_string(),
+    };
+    ImageError::NotFound(shown)
 }
 
 fn read_record(dir: &Path) -> Result<Record> {

@@ -18,7 +18,7 @@ use netcontroller::error::{ErrorKind, Kind};
 pub use changes::run_config_from_changes;
 pub use reference::Reference;
 pub use store::{Image, ImageStore, ImportOptions, LoadedImage};
-pub use types::{DeleteItem, ImageConfig, ImageInspect, ImageSummary, RunConfig};
+pub use types::{DeleteItem, HistoryItem, ImageConfig, ImageInspect, ImageSummary, RunConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {

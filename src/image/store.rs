@@ -15,8 +15,8 @@ use tokio_util::io::SyncIoBridge;
 use super::extract::{apply_layer, clean_relative, digest, disk_size, resolve, Whiteouts};
 use super::reference::Reference;
 use super::types::{
-    DeleteItem, GraphDriver, History, ImageConfig, ImageInspect, ImageMetadata, ImageSummary,
-    InspectRootFs, RootFs, RunConfig,
+    DeleteItem, GraphDriver, History, HistoryItem, ImageConfig, ImageInspect, ImageMetadata,
+    ImageSummary, InspectRootFs, RootFs, RunConfig,
 };
 use super::ImageError;
 
@@ -79,6 +79,8 @@ pub struct Image {
     /// Bytes of the unpacked rootfs.
     pub size: u64,
     pub last_tag_time: Option<DateTime<Utc>>,
+    /// Content bytes of each layer, bottom first; empty when not recorded.
+    pub layer_sizes: Vec<u64>,
     /// The unpacked root filesystem (an overlay lower directory).
     pub rootfs: PathBuf,
 }
@@ -160,6 +162,45 @@ impl Image {
     }
 }
 
+impl Image {
+    /// The `GET /images/{name}/history` answer, newest first, as dockerd
+    /// builds it: one entry per history record, a non-empty one taking the
+    /// next layer's size; the newest carries the image id and its tags,
+    /// the older ones `<missing>` (they are no images of their own).
+    pub fn history(&self) -> Vec<HistoryItem> {
+        let mut layers = self.layer_sizes.iter();
+        let mut items: Vec<HistoryItem> = self
+            .config
+            .history
+            .iter()
+            .map(|h| HistoryItem {
+                id: "<missing>".to_string(),
+                created: h
+                    .created
+                    .as_deref()
+                    .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                    .map_or(0, |t| t.timestamp()),
+                created_by: h.created_by.clone().unwrap_or_default(),
+                tags: None,
+                size: if h.empty_layer {
+                    0
+                } else {
+                    layers
+                        .next()
+                        .map_or(0, |s| i64::try_from(*s).unwrap_or(i64::MAX))
+                },
+                comment: h.comment.clone().unwrap_or_default(),
+            })
+            .collect();
+        items.reverse();
+        if let Some(newest) = items.first_mut() {
+            newest.id = self.id.clone();
+            newest.tags = (!self.repo_tags.is_empty()).then(|| self.repo_tags.clone());
+        }
+        items
+    }
+}
+
 /// What `docker import` may add besides the tarball.
 #[derive(Debug, Clone, Default)]
 pub struct ImportOptions {
@@ -184,6 +225,10 @@ struct Metadata {
     size: u64,
     #[serde(default)]
     last_tag_time: Option<DateTime<Utc>>,
+    /// Content bytes of each layer, bottom first (for `docker history`);
+    /// empty for images stored before berthd recorded them.
+    #[serde(default)]
+    layer_sizes: Vec<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -328,6 +373,7 @@ impl Inner {
             repo_tags,
             size: record.meta.size,
             last_tag_time: record.meta.last_tag_time,
+            layer_sizes: record.meta.layer_sizes.clone(),
             rootfs: self.image_dir(hex).join(ROOTFS),
         })
     }
@@ -404,7 +450,7 @@ impl Inner {
         let tmp = self.temp_dir()?;
         let rootfs = tmp.path.join(ROOTFS);
         fs::create_dir(&rootfs).map_err(io_at(&rootfs))?;
-        let diff_id = apply_layer(&rootfs, reader, Whiteouts::Apply)?;
+        let layer = apply_layer(&rootfs, reader, Whiteouts::Apply)?;
         let now = rfc3339(&Utc::now());
         let comment = opts
             .message
@@ -423,7 +469,7 @@ impl Inner {
             os: "linux".to_string(),
             rootfs: RootFs {
                 typ: "layers".to_string(),
-                diff_ids: vec![diff_id],
+                diff_ids: vec![layer.diff_id],
             },
             ..Default::default()
         };
@@ -432,6 +478,7 @@ impl Inner {
         let meta = Metadata {
             size: disk_size(&rootfs).map_err(io_at(&rootfs))?,
             last_tag_time: None,
+            layer_sizes: vec![layer.size],
         };
         write_atomic(&tmp.path.join(CONFIG), &bytes)?;
         write_atomic(
@@ -520,18 +567,22 @@ impl Inner {
         let tmp = self.temp_dir()?;
         let rootfs = tmp.path.join(ROOTFS);
         fs::create_dir(&rootfs).map_err(io_at(&rootfs))?;
+        let mut layer_sizes = Vec::with_capacity(entry.layers.len());
         for (layer, expected) in entry.layers.iter().zip(&config.rootfs.diff_ids) {
             let (_, file) = open(layer)?;
-            let diff_id = apply_layer(&rootfs, io::BufReader::new(file), Whiteouts::Apply)?;
-            if &diff_id != expected {
+            let applied = apply_layer(&rootfs, io::BufReader::new(file), Whiteouts::Apply)?;
+            if &applied.diff_id != expected {
                 return Err(ImageError::InvalidArchive(format!(
-                    "layer {layer} has digest {diff_id}, the config says {expected}"
+                    "layer {layer} has digest {}, the config says {expected}",
+                    applied.diff_id
                 )));
             }
+            layer_sizes.push(applied.size);
         }
         let meta = Metadata {
             size: disk_size(&rootfs).map_err(io_at(&rootfs))?,
             last_tag_time: None,
+            layer_sizes,
         };
         write_atomic(&tmp.path.join(CONFIG), &bytes)?;
         write_atomic(
@@ -630,6 +681,7 @@ fn read_record(dir: &Path) -> Result<Record> {
             Metadata {
                 size: disk_size(&rootfs).map_err(io_at(&rootfs))?,
                 last_tag_time: None,
+                layer_sizes: Vec::new(),
             }
         }
         Err(e) => return Err(io_at(&meta_path)(e)),

@@ -160,9 +160,7 @@ impl Image {
             },
         }
     }
-}
 
-impl Image {
     /// The `GET /images/{name}/history` answer, newest first, as dockerd
     /// builds it: one entry per history record, a non-empty one taking the
     /// next layer's size; the newest carries the image id and its tags,

@@ -64,7 +64,10 @@ fn save_archive(layer: &[u8], repo_tags: &[&str]) -> (Vec<u8>, String) {
         "created": "2024-03-01T12:00:00Z",
         "config": {"Cmd": ["sh"], "Env": ["PATH=/bin"], "Labels": {"made-by": "test"}},
         "rootfs": {"type": "layers", "diff_ids": [sha256(layer)]},
-        "history": [{"created": "2024-03-01T12:00:00Z", "created_by": "test"}]
+        "history": [
+            {"created": "2024-03-01T12:00:00Z", "created_by": "ADD rootfs.tar /"},
+            {"created": "2024-03-01T12:00:00Z", "created_by": "CMD [\"sh\"]", "empty_layer": true}
+        ]
     }))
     .unwrap();
     let config_id = sha256(&config);
@@ -138,6 +141,8 @@ fn import_inspect_and_list() {
         .expect("Created is RFC 3339");
     let age = chrono::Utc::now().signed_duration_since(created);
     assert!(age.num_seconds() >= 0 && age.num_hours() < 1, "{created}");
+    let out = d.docker_ok(&["history", "--format", "{{.ID}} {{.Comment}}", "busybox"]);
+    assert_eq!(lines(&out), [format!("{} Imported from -", short(&id))]);
     // The same image by id, id prefix and full name.
     for name in [&id[..], &id[7..19], "docker.io/library/busybox:latest"] {
         assert_eq!(inspect(&d, name)["Id"], id.as_str(), "{name}");
@@ -398,6 +403,25 @@ fn load_a_docker_save_archive() {
         ["loaded:v1", "localhost:5000/loaded:v1"]
     );
     assert!(listed(&d, &["--filter", "label=made-by=other"]).is_empty());
+    let history = d.get("/images/loaded:v1/history").json();
+    let layer_size = std::fs::metadata("/bin/busybox").unwrap().len();
+    assert_eq!(history[0]["Id"], id.as_str());
+    assert_eq!(
+        history[0]["Tags"],
+        json!(["loaded:v1", "localhost:5000/loaded:v1"])
+    );
+    assert_eq!(history[0]["CreatedBy"], "CMD [\"sh\"]");
+    assert_eq!(history[0]["Size"], 0);
+    assert_eq!(history[0]["Created"], 1_709_294_400);
+    assert_eq!(history[1]["Id"], "<missing>");
+    assert_eq!(history[1]["Tags"], Value::Null);
+    assert_eq!(history[1]["CreatedBy"], "ADD rootfs.tar /");
+    assert!(
+        history[1]["Size"].as_u64().unwrap() > layer_size,
+        "{history}"
+    );
+    let out = d.docker_ok(&["history", "--format", "{{.CreatedBy}}", "loaded:v1"]);
+    assert_eq!(lines(&out), ["CMD [\"sh\"]", "ADD rootfs.tar /"]);
 
     // An archive without names loads an untagged image.
     let (archive, id) = save_archive(&small_tar(b"x\n"), &[]);

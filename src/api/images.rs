@@ -36,6 +36,7 @@ pub(super) fn routes(router: Router) -> Router {
         .post("/images/load", load)
         .get("/images/json", list)
         .get("/images/{name*}/json", inspect)
+        .get("/images/{name*}/history", history)
         .post("/images/{name*}/tag", tag)
         .delete("/images/{name*}", remove)
         .post("/images/prune", prune)
@@ -262,6 +263,12 @@ async fn list(ctx: Ctx) -> ApiResult {
 async fn inspect(ctx: Ctx) -> ApiResult {
     let image = ctx.state().images()?.get(ctx.param("name"))?;
     ok(&for_version(image.inspect(), ctx.version()))
+}
+
+/// `GET /images/{name}/history` (`docker history`).
+async fn history(ctx: Ctx) -> ApiResult {
+    let image = ctx.state().images()?.get(ctx.param("name"))?;
+    ok(&image.history())
 }
 
 /// `POST /images/{name}/tag?repo=&tag=` (`docker tag`): 201, no body.

@@ -10,6 +10,7 @@ mod extract;
 pub mod reference;
 mod store;
 pub mod types;
+mod view;
 
 use std::path::PathBuf;
 
@@ -17,8 +18,9 @@ use netcontroller::error::{ErrorKind, Kind};
 
 pub use changes::run_config_from_changes;
 pub use reference::Reference;
-pub use store::{Image, ImageStore, ImportOptions, LoadedImage};
-pub use types::{DeleteItem, ImageConfig, ImageInspect, ImageSummary, RunConfig};
+pub use store::{ImageStore, ImportOptions, LoadedImage};
+pub use types::{DeleteItem, HistoryItem, ImageConfig, ImageInspect, ImageSummary, RunConfig};
+pub use view::Image;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {

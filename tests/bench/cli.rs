@@ -38,10 +38,11 @@ pub struct Args {
     /// Networks created, listed and deleted in the network step.
     #[arg(long, default_value_t = 50)]
     pub networks: usize,
-    /// Containers in the container and published-port steps.
+    /// Containers in the container and published-port steps (0 skips both,
+    /// and the connect step with them).
     #[arg(long, default_value_t = 20)]
     pub containers: usize,
-    /// Connect/disconnect cycles of one running container.
+    /// Connect/disconnect cycles of one running container (0 skips them).
     #[arg(long, default_value_t = 20)]
     pub connects: usize,
     /// Networks in the scale step (below 10 skips it).

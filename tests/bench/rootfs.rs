@@ -37,13 +37,13 @@ pub fn busybox_tar(busybox: &Path) -> Result<Vec<u8>> {
 pub fn build_tar(busybox: &[u8], applets: &[&str]) -> std::io::Result<Vec<u8>> {
     let mut tar = Builder::new(Vec::new());
     for dir in ["bin", "dev", "etc", "proc", "sys", "tmp", "root"] {
-        let mut h = Header::new_gnu();
+        let mut h = header();
         h.set_entry_type(EntryType::Directory);
         h.set_mode(if dir == "tmp" { 0o1777 } else { 0o755 });
         h.set_size(0);
         tar.append_data(&mut h, dir, std::io::empty())?;
     }
-    let mut h = Header::new_gnu();
+    let mut h = header();
     h.set_entry_type(EntryType::Regular);
     h.set_mode(0o755);
     h.set_size(busybox.len() as u64);
@@ -52,13 +52,24 @@ pub fn build_tar(busybox: &[u8], applets: &[&str]) -> std::io::Result<Vec<u8>> {
         .iter()
         .filter(|a| **a != "busybox" && !a.contains('/'))
     {
-        let mut h = Header::new_gnu();
+        let mut h = header();
         h.set_entry_type(EntryType::Symlink);
         h.set_mode(0o777);
         h.set_size(0);
         tar.append_link(&mut h, format!("bin/{applet}"), "busybox")?;
     }
     tar.into_inner()
+}
+
+/// A header with every numeric field written, owned by root, as `tar`
+/// makes them: a fresh header leaves uid, gid and mtime empty, which strict
+/// readers refuse ("numeric field was not a number").
+fn header() -> Header {
+    let mut h = Header::new_gnu();
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h
 }
 
 /// An ELF file with no PT_INTERP program header needs no dynamic loader.

@@ -114,7 +114,13 @@ fn rootfs_tar_layout() -> Result<(), String> {
             .link_name()
             .map_err(|e| e.to_string())?
             .map(|l| l.display().to_string());
-        seen.push((path, link, entry.header().mode().unwrap_or(0)));
+        let h = entry.header();
+        // Strict readers (tar-rs, berthd's import) refuse empty numeric fields.
+        let owner = (h.uid(), h.gid(), h.mtime());
+        if owner.0.is_err() || owner.1.is_err() || owner.2.is_err() {
+            return Err(format!("{path}: uid/gid/mtime not numbers: {owner:?}"));
+        }
+        seen.push((path, link, h.mode().unwrap_or(0)));
     }
     let find = |p: &str| {
         seen.iter()

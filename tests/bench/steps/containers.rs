@@ -33,6 +33,10 @@ const HTTPD: [&str; 4] = ["/bin/httpd", "-f", "-p", "80"];
 /// Starts `--containers` containers, cycles one of them through a user
 /// network `--connects` times, then stops and removes them all.
 pub fn start_connect_remove(args: &Args, sides: &mut Sides, report: &mut Report) -> Result<()> {
+    if args.containers == 0 {
+        eprintln!("compare: container step skipped (--containers 0)");
+        return Ok(());
+    }
     let ctrs = start_all(args, sides, report)?;
     connect_cycle(args, sides, report, &ctrs)?;
     stop_remove(sides, report, ctrs)
@@ -90,6 +94,10 @@ fn connect_cycle(
     report: &mut Report,
     ctrs: &[Vec<String>; 2],
 ) -> Result<()> {
+    if args.connects == 0 {
+        eprintln!("compare: connect step skipped (--connects 0)");
+        return Ok(());
+    }
     let rows = [
         (
             CONNECT,
@@ -214,6 +222,10 @@ const VIA_LOOPBACK: &str = "port container create -> HTTP answer via 127.0.0.1:H
 /// address (DNAT) and through 127.0.0.1 (the userland proxy path). Memory
 /// is read while they all run; then they are removed.
 pub fn published_ports(args: &Args, sides: &mut Sides, report: &mut Report) -> Result<()> {
+    if args.containers == 0 {
+        eprintln!("compare: published-port step skipped (--containers 0)");
+        return Ok(());
+    }
     let rows = [
         (PORT_START, Unit::Ms, "busybox httpd -f -p 80"),
         (

@@ -62,8 +62,9 @@ pub trait BridgeFirewall: Send + Sync {
     /// create fail and undoes the bridge.
     async fn network_up(&self, net: &NetworkSpec, bridge: &BridgeNetwork) -> DriverResult<()>;
 
-    /// Called before the bridge is deleted; removes whatever `network_up`
-    /// added. Finding nothing to remove is not an error.
+    /// Called when the network is deleted, concurrently with the bridge's
+    /// deletion (so it must not need the bridge); removes whatever
+    /// `network_up` added. Finding nothing to remove is not an error.
     async fn network_down(&self, net: &NetworkSpec, bridge: &BridgeNetwork) -> DriverResult<()>;
 
     /// Adds the NAT and filter rules publishing `bindings` of one endpoint.

@@ -206,11 +206,11 @@ impl BridgeDriver {
         }
     }
 
-    /// Calls the firewall, then deletes the bridge unless it is the `-b`
-    /// bridge or the default network's (docker0 is kept, as libnetwork does,
-    /// so the stale default network deleted at start-up hands the same link
-    /// to its successor). Goes on past failures and reports them together; a
-    /// missing bridge is fine.
+    /// Removes the firewall rules and, at the same time, deletes the bridge
+    /// unless it is the `-b` bridge or the default network's (docker0 is
+    /// kept, as libnetwork does, so the stale default network deleted at
+    /// start-up hands the same link to its successor). Goes on past failures
+    /// and reports them together; a missing bridge is fine.
     pub(super) async fn tear_down_network(&self, net: &NetworkSpec) -> DriverResult<()> {
         let started = Instant::now();
         let known = {
@@ -237,18 +237,36 @@ impl BridgeDriver {
             }
         };
 
-        let mut errors = Vec::new();
-        if let Some(firewall) = &self.firewall {
-            if let Err(e) = firewall.network_down(net, &network).await {
-                errors.push(e.to_string());
+        // Both steps mostly wait for the kernel (an RCU grace period when
+        // iptables-restore releases its nf_tables socket after deleting rules,
+        // another when the bridge is unregistered), and neither needs the
+        // other done first: rules naming a missing interface are valid. Run
+        // together, the waits overlap instead of adding up.
+        let rules_down = async {
+            match &self.firewall {
+                Some(firewall) => firewall
+                    .network_down(net, &network)
+                    .await
+                    .map_err(|e| e.to_string()),
+                None => Ok(()),
             }
-        }
-        if !network.external && !network.options.default_bridge {
+        };
+        let bridge_down = async {
+            if network.external || network.options.default_bridge {
+                return Ok(());
+            }
             let name = &network.options.bridge_name;
-            if let Err(e) = self.nl.delete_link(name).await {
-                errors.push(format!("delete bridge {name}: {e}"));
-            }
-        }
+            self.nl
+                .delete_link(name)
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("delete bridge {name}: {e}"))
+        };
+        let (rules, bridge) = futures::join!(rules_down, bridge_down);
+        let errors: Vec<String> = [rules, bridge]
+            .into_iter()
+            .filter_map(Result::err)
+            .collect();
         debug!(
             network = net.short_id(),
             bridge = %network.options.bridge_name,

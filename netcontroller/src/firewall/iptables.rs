@@ -7,10 +7,12 @@
 
 use std::io::Write;
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use tracing::debug;
 
+use super::generation;
 use super::ruleset::{Batch, Ruleset};
 use super::FirewallError;
 
@@ -27,11 +29,20 @@ pub(crate) trait Backend: Send + Sync {
     /// `net.ipv4.conf.<bridge>.route_localnet = 1`, so DNAT of 127.0.0.0/8
     /// towards the bridge is routed (needed without the userland proxy).
     fn enable_route_localnet(&self, bridge: &str) -> Result<(), FirewallError>;
+    /// A counter that changes whenever the tables do, and by exactly one per
+    /// table section a successful restore applies; `None` when there is no
+    /// such counter (legacy iptables) or it cannot be read, and the tables
+    /// must be read before every change.
+    fn generation(&self) -> Option<u32>;
 }
 
 /// The real thing: iptables-save / iptables-restore processes.
 #[derive(Debug, Default)]
-pub(crate) struct Iptables;
+pub(crate) struct Iptables {
+    /// Whether `iptables` is the nf_tables variant, whose changes bump the
+    /// nf_tables generation (legacy iptables' changes do not).
+    nf_tables: OnceLock<bool>,
+}
 
 fn run(program: &'static str, args: &[&str], stdin: Option<&str>) -> Result<String, FirewallError> {
     let started = Instant::now();
@@ -79,5 +90,18 @@ impl Backend for Iptables {
     fn enable_route_localnet(&self, bridge: &str) -> Result<(), FirewallError> {
         let path = format!("/proc/sys/net/ipv4/conf/{bridge}/route_localnet");
         std::fs::write(&path, "1").map_err(|source| FirewallError::Sysctl { path, source })
+    }
+
+    fn generation(&self) -> Option<u32> {
+        let nf_tables = *self.nf_tables.get_or_init(|| {
+            // "iptables-save v1.8.9 (nf_tables)" or "... (legacy)".
+            run(SAVE, &["--version"], None).is_ok_and(|v| v.contains("nf_tables"))
+        });
+        if !nf_tables {
+            return None;
+        }
+        generation::read()
+            .inspect_err(|e| debug!(error = %e, "cannot read the nf_tables generation"))
+            .ok()
     }
 }

@@ -5,12 +5,16 @@
 //! (nat), per-network rules inserted so the newest network comes first right
 //! after the FORWARD jumps, published ports appended.
 //!
-//! Each call reads the tables once (`iptables-save`), plans the changes
-//! against that copy so nothing is duplicated or removed twice, and applies
-//! them with a single `iptables-restore --noflush`. The API is synchronous
+//! Each call plans the changes against a copy of the tables so nothing is
+//! duplicated or removed twice, and applies them with a single
+//! `iptables-restore --noflush`. The copy is read with `iptables-save`, or,
+//! when the nf_tables generation shows nothing changed since this firewall's
+//! own last change, is the copy that change left (iptables-save's cost grows
+//! with the rules: 2 ms at 10 networks, 20-45 ms at 500). The API is synchronous
 //! (it runs processes; async callers use `spawn_blocking`) and acts on the
 //! network namespace of the calling thread.
 
+mod generation;
 mod iptables;
 mod orphans;
 mod rules;
@@ -121,6 +125,14 @@ pub struct Firewall {
     opts: FirewallOptions,
     backend: Box<dyn Backend>,
     lock: Mutex<()>,
+    /// The tables as this firewall's last change left them, valid while the
+    /// backend's generation still says `generation`.
+    known: Mutex<Option<Known>>,
+}
+
+struct Known {
+    generation: u32,
+    tables: Ruleset,
 }
 
 impl std::fmt::Debug for Firewall {
@@ -166,7 +178,7 @@ fn check_ports(p: &PortRules) -> Result<(), FirewallError> {
 
 impl Firewall {
     pub fn new(opts: FirewallOptions) -> Firewall {
-        Firewall::with_backend(opts, Box::new(Iptables))
+        Firewall::with_backend(opts, Box::<Iptables>::default())
     }
 
     fn with_backend(opts: FirewallOptions, backend: Box<dyn Backend>) -> Firewall {
@@ -174,6 +186,7 @@ impl Firewall {
             opts,
             backend,
             lock: Mutex::new(()),
+            known: Mutex::new(None),
         }
     }
 
@@ -214,7 +227,7 @@ impl Firewall {
     /// every stored network is up. Returns the bridges whose rules went.
     pub fn remove_orphans(&self, owned: &[&str]) -> Result<Vec<String>, FirewallError> {
         let _g = self.guard();
-        let (orphans, wants) = orphans::orphan_rules(&self.backend.snapshot()?, owned);
+        let (orphans, wants) = orphans::orphan_rules(&self.tables()?.0, owned);
         if !orphans.is_empty() {
             debug!(?orphans, "removing rules of bridges no network owns");
             self.teardown("remove_orphans", &wants)?;
@@ -266,7 +279,7 @@ impl Firewall {
     /// removes whatever part of it made it into the kernel.
     fn apply(&self, what: &str, wants: &[Want]) -> Result<(), FirewallError> {
         let started = Instant::now();
-        let before = self.backend.snapshot()?;
+        let (before, generation) = self.tables()?;
         let mut plan = Plan::new(before.clone());
         plan.want_all(wants);
         let batch = plan.batch();
@@ -274,7 +287,7 @@ impl Firewall {
             debug!(what, "firewall already as wanted");
             return Ok(());
         }
-        match self.backend.restore(batch) {
+        match self.restore(&plan, generation) {
             Ok(()) => {
                 debug!(
                     what,
@@ -301,12 +314,13 @@ impl Firewall {
     /// Removes in one batch; if that fails, retries rule by rule against a
     /// fresh snapshot so one bad rule does not keep the others in place.
     fn teardown(&self, what: &str, wants: &[Want]) -> Result<(), FirewallError> {
-        let mut plan = Plan::new(self.backend.snapshot()?);
+        let (tables, generation) = self.tables()?;
+        let mut plan = Plan::new(tables);
         plan.want_all(wants);
         if plan.batch().is_empty() {
             return Ok(());
         }
-        let Err(first) = self.backend.restore(plan.batch()) else {
+        let Err(first) = self.restore(&plan, generation) else {
             debug!(
                 what,
                 commands = plan.batch().len(),
@@ -333,6 +347,69 @@ impl Firewall {
         } else {
             Err(FirewallError::Teardown(errors))
         }
+    }
+
+    /// The current tables and the generation they belong to: the copy kept
+    /// from the last change while the generation is unchanged, else read.
+    fn tables(&self) -> Result<(Ruleset, Option<u32>), FirewallError> {
+        let generation = self.backend.generation();
+        let mut known = self.known();
+        if let (Some(g), Some(k)) = (generation, known.as_ref()) {
+            if k.generation == g {
+                return Ok((k.tables.clone(), generation));
+            }
+        }
+        *known = None;
+        // Read after the generation: a change racing the read can only make
+        // the copy look older than it is, and the next call reads again.
+        let tables = self.backend.snapshot()?;
+        if let Some(generation) = generation {
+            *known = Some(Known {
+                generation,
+                tables: tables.clone(),
+            });
+        }
+        Ok((tables, generation))
+    }
+
+    /// Applies the plan's batch. The plan's result is kept as the new copy
+    /// only when the generation moved from `base` (what the plan was made
+    /// against) by exactly the batch's own table sections: then no one else
+    /// changed the tables in between.
+    fn restore(&self, plan: &Plan, base: Option<u32>) -> Result<(), FirewallError> {
+        let batch = plan.batch();
+        let before = self.backend.generation();
+        let outcome = self.backend.restore(batch);
+        let after = self.backend.generation();
+        let sections = batch.sections().len() as u32;
+        let mut known = self.known();
+        *known = match (&outcome, base, before, after) {
+            (Ok(()), Some(base), Some(before), Some(after))
+                if before == base && after == base.wrapping_add(sections) =>
+            {
+                Some(Known {
+                    generation: after,
+                    tables: plan.result().clone(),
+                })
+            }
+            (Ok(()), ..) => {
+                debug!(
+                    ?base,
+                    ?before,
+                    ?after,
+                    sections,
+                    "tables changed meanwhile by someone else: read them next time"
+                );
+                None
+            }
+            (Err(_), ..) => None,
+        };
+        outcome
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, Option<Known>> {
+        // Replaced whole, never left half-written: usable after a panic.
+        self.known.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

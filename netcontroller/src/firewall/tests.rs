@@ -17,11 +17,15 @@ struct Fake {
     /// table section with it.
     fail_on: Mutex<Option<String>>,
     restores: AtomicUsize,
+    snapshots: AtomicUsize,
     route_localnet: Mutex<Vec<String>>,
+    /// Like nf_tables' generation when set: bumped per table section applied.
+    generation: Mutex<Option<u32>>,
 }
 
 impl Backend for Arc<Fake> {
     fn snapshot(&self) -> Result<Ruleset, FirewallError> {
+        self.snapshots.fetch_add(1, Ordering::SeqCst);
         Ok(self.tables.lock().unwrap().clone())
     }
 
@@ -47,6 +51,7 @@ impl Backend for Arc<Fake> {
                 }
             }
             *tables = section;
+            self.bump();
         }
         Ok(())
     }
@@ -54,6 +59,19 @@ impl Backend for Arc<Fake> {
     fn enable_route_localnet(&self, bridge: &str) -> Result<(), FirewallError> {
         self.route_localnet.lock().unwrap().push(bridge.to_string());
         Ok(())
+    }
+
+    fn generation(&self) -> Option<u32> {
+        *self.generation.lock().unwrap()
+    }
+}
+
+impl Fake {
+    /// One committed transaction, ours or someone else's.
+    fn bump(&self) {
+        if let Some(g) = self.generation.lock().unwrap().as_mut() {
+            *g += 1;
+        }
     }
 }
 
@@ -340,4 +358,65 @@ fn orphans_lose_their_rules_and_ports_while_owned_and_user_rules_stay() {
         assert!(fw.remove_orphans(&["docker0"]).unwrap().is_empty());
         assert_eq!(restores(&fake), restores_before, "nothing left to do");
     }
+}
+
+fn snapshots(fake: &Fake) -> usize {
+    fake.snapshots.load(Ordering::SeqCst)
+}
+
+#[test]
+fn with_a_generation_the_tables_are_read_once_until_someone_else_changes_them() {
+    let (fw, fake) = firewall(true);
+    *fake.generation.lock().unwrap() = Some(7);
+    let a = net("br-a", "10.1.0.0/24");
+    let b = net("br-b", "10.2.0.0/24");
+    fw.setup_base().unwrap();
+    fw.add_network(&a).unwrap();
+    fw.add_network(&b).unwrap();
+    fw.add_ports(&ports()).unwrap();
+    fw.remove_network(&a).unwrap();
+    assert_eq!(snapshots(&fake), 1, "only the first call reads the tables");
+    assert_eq!(
+        text(&fake),
+        expected_tables(&opts(true), std::slice::from_ref(&b), &[ports()])
+    );
+
+    // A rule added behind our back bumps the generation: the next call reads
+    // again and keeps it.
+    let user = "-A DOCKER-USER -s 10.9.0.0/16 -j DROP";
+    let changed = text(&fake).replace(":DOCKER-USER -\n", &format!(":DOCKER-USER -\n{user}\n"));
+    let changed = changed.replacen(
+        "-A DOCKER-USER -j RETURN",
+        &format!("{user}\n-A DOCKER-USER -j RETURN"),
+        1,
+    );
+    *fake.tables.lock().unwrap() = Ruleset::parse(&changed).unwrap();
+    fake.bump();
+    // setup_base has nothing to do; the copy it read serves the next call.
+    let restores_before = restores(&fake);
+    fw.setup_base().unwrap();
+    assert_eq!(restores(&fake), restores_before);
+    assert_eq!(snapshots(&fake), 2);
+    fw.add_network(&a).unwrap();
+    assert_eq!(snapshots(&fake), 2);
+    assert!(text(&fake).contains(user), "{}", text(&fake));
+    fw.remove_network(&a).unwrap();
+    assert_eq!(snapshots(&fake), 2);
+}
+
+#[test]
+fn a_failed_restore_drops_the_copy_and_the_rollback_reads_the_tables() {
+    let (fw, fake) = firewall(true);
+    *fake.generation.lock().unwrap() = Some(0);
+    let a = net("br-a", "10.1.0.0/24");
+    fw.setup_base().unwrap();
+    assert_eq!(snapshots(&fake), 1);
+    // The nat section goes in, the filter section fails.
+    *fake.fail_on.lock().unwrap() = Some("-I DOCKER-ISOLATION-STAGE-2 1 -o br-a -j DROP".into());
+    fw.add_network(&a).unwrap_err();
+    assert_eq!(snapshots(&fake), 2, "the rollback works from a fresh read");
+    assert_eq!(text(&fake), expected_tables(&opts(true), &[], &[]));
+    *fake.fail_on.lock().unwrap() = None;
+    fw.add_network(&a).unwrap();
+    assert_eq!(text(&fake), expected_tables(&opts(true), &[a], &[]));
 }

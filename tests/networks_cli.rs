@@ -407,6 +407,22 @@ fn rm_several_unknown_and_predefined() {
         .collect();
     assert_eq!(names, ["docker0"]);
 
+    // Any name that is not blank is a name, as with dockerd.
+    d.docker_ok(&["network", "create", "with space"]);
+    assert_eq!(
+        d.docker_ok(&["network", "inspect", "-f", "{{.Name}}", "with space"]),
+        "with space\n"
+    );
+    assert_eq!(
+        d.docker_ok(&["network", "rm", "with space"]),
+        "with space\n"
+    );
+    refused(
+        &d,
+        &["network", "create", " "],
+        "Error response from daemon: network name is required",
+    );
+
     for name in ["bridge", "host", "none"] {
         refused(
             &d,

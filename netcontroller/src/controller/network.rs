@@ -277,21 +277,12 @@ impl Controller {
 /// existing bridge's own addresses from the overlap check.
 const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
 
+/// libnetwork's rule: any name that is not blank. Names never reach the
+/// kernel (bridges are named after the id), so spaces and the like are
+/// harmless, and dockerd users may have such networks in their scripts.
 fn validate_name(name: &str) -> Result<()> {
-    if name.is_empty() {
-        return Err(ControllerError::Invalid("network name is empty".into()));
-    }
-    let ok_first = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphanumeric());
-    let ok_rest = name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if !ok_first || !ok_rest {
-        return Err(ControllerError::Invalid(format!(
-            "invalid network name \"{name}\": only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
-        )));
+    if name.trim().is_empty() {
+        return Err(ControllerError::Invalid(format!("invalid name: {name}")));
     }
     Ok(())
 }

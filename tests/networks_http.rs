@@ -281,9 +281,10 @@ fn an_exhausted_pool_answers_dockerds_message() {
     }
     let before = names(&d);
     let r = d.post("/networks/create", &json!({"Name": "three"}));
+    // dockerd answers 404 here (libnetwork's "not found" kind).
     assert_error(
         &r,
-        500,
+        404,
         "could not find an available, non-overlapping IPv4 address pool among the defaults to assign to the network",
     );
     assert_eq!(names(&d), before);

@@ -203,7 +203,7 @@ fn ls_filters_formats_and_ids() {
     refused(
         &d,
         &["network", "ls", "--filter", "type=odd"],
-        "Error response from daemon: invalid filter 'type=odd'",
+        "Error response from daemon: invalid filter: 'type'='odd'",
     );
 }
 

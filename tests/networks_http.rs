@@ -424,10 +424,14 @@ fn list_filters_over_the_api() {
 
     for (filters, message) in [
         (json!({"colour": ["red"]}), "invalid filter 'colour'"),
-        (json!({"type": ["weird"]}), "invalid filter 'type=weird'"),
+        (json!({"type": ["weird"]}), "invalid filter: 'type'='weird'"),
         (
             json!({"dangling": ["perhaps"]}),
-            "invalid filter 'dangling=perhaps'",
+            r#"invalid value for filter 'dangling', must be "true" (or "1"), or "false" (or "0")"#,
+        ),
+        (
+            json!({"dangling": ["true", "false"]}),
+            r#"got more than one value for filter key "dangling""#,
         ),
     ] {
         let q = percent_encode(&filters.to_string());

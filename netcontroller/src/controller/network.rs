@@ -234,23 +234,22 @@ impl Controller {
     }
 
     /// Reserves the network's IPv4 pool. A subnet the user did not name is
-    /// chosen away from the namespace's routes and addresses; the netlink
-    /// dumps that read them and the choice itself are serialised, since the
-    /// kernel refuses a second dump on a socket while one runs (EBUSY) and two
-    /// creates must not both pick the subnet a third party just routed.
+    /// chosen away from the namespace's routes and addresses. Concurrent
+    /// creates read those at once: the netlink handle serialises its dumps
+    /// (the kernel refuses a second one on a socket with EBUSY), and IPAM
+    /// makes the choice itself atomic.
     async fn allocate_subnet(
         &self,
         id: &str,
         request: &IpamRequest,
         options: &BTreeMap<String, String>,
     ) -> Result<IpamPool> {
-        if request.subnet.is_some() {
-            return Ok(self.ipam.allocate_network(id, request, &[])?);
-        }
-        let _choosing = self.subnet_choice.lock().await;
-        let avoid = self
-            .networks_in_use(options.get(BRIDGE_NAME_OPTION))
-            .await?;
+        let avoid = if request.subnet.is_none() {
+            self.networks_in_use(options.get(BRIDGE_NAME_OPTION))
+                .await?
+        } else {
+            Vec::new()
+        };
         Ok(self.ipam.allocate_network(id, request, &avoid)?)
     }
 

@@ -200,6 +200,25 @@ fn events_api_with_since_until_and_filters() {
     );
     assert!(events(json!({"type": ["container"]})).is_empty());
 
+    // A prune reports each network it removes.
+    let since_prune = timestamp();
+    let r = d.post("/networks/prune", &json!({}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let until_prune = timestamp();
+    let q = encode(&json!({"type": ["network"]}).to_string());
+    let r = d.get(&format!(
+        "/events?since={since_prune}&until={until_prune}&filters={q}"
+    ));
+    let destroyed: Vec<Value> = r
+        .text()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(destroyed.len(), 1, "{}", r.text());
+    assert_eq!(destroyed[0]["Action"], "destroy");
+    assert_eq!(destroyed[0]["Actor"]["ID"], ids["evt-beta"].as_str());
+    assert_eq!(destroyed[0]["Actor"]["Attributes"]["name"], "evt-beta");
+
     // Without since/until bounds in the past the stream stays open; with an
     // `until` in the past it ends after the history.
     let r = d.get(&format!("/events?until={until}"));

@@ -563,3 +563,51 @@ fn create_refusals_tell_the_user_why() {
     }
     assert_eq!(ls_names(&d, &[]), before, "nothing was created");
 }
+
+#[test]
+fn networks_survive_a_restart_unchanged() {
+    let mut d = Daemon::start();
+    d.docker_ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.52.0.0/24",
+        "--ip-range",
+        "10.52.0.64/26",
+        "--internal",
+        "--label",
+        "kept=yes",
+        "-o",
+        "com.docker.network.driver.mtu=1450",
+        "kept",
+    ]);
+    d.docker_ok(&["network", "create", "auto"]);
+    let before: Vec<Value> = ["kept", "auto", "host", "none"]
+        .iter()
+        .map(|n| inspect(&d, n))
+        .collect();
+    let names_before = ls_names(&d, &[]);
+
+    d.restart();
+
+    let after: Vec<Value> = ["kept", "auto", "host", "none"]
+        .iter()
+        .map(|n| inspect(&d, n))
+        .collect();
+    assert_eq!(after, before);
+    assert_eq!(ls_names(&d, &[]), names_before);
+    // The bridges are back in the kernel, and the names stay taken.
+    let kept_id = before[0]["Id"].as_str().unwrap();
+    let link = d.ip_json(&["link", "show", &format!("br-{}", &kept_id[..12])]);
+    assert_eq!(link[0]["mtu"], 1450, "{link}");
+    refused(
+        &d,
+        &["network", "create", "kept"],
+        "network with name kept already exists",
+    );
+    refused(
+        &d,
+        &["network", "create", "--subnet", "10.52.0.0/25", "clash"],
+        "Pool overlaps with other one on this address space",
+    );
+}

@@ -119,8 +119,14 @@ fn defaults_give_docker0_dockerds_rules_and_forwarding() {
 
 #[test]
 fn icc_false_drops_traffic_between_containers_of_docker0() {
-    let d = Daemon::builder().flag("--icc=false").start();
+    // Bridged traffic only meets FORWARD with bridge-nf-call-iptables on,
+    // which the daemon turns on as dockerd does.
+    let mut d = Daemon::builder().flag("--icc=false").prepare();
+    d.ns_ok("sysctl", &["-w", "net.bridge.bridge-nf-call-iptables=0"]);
+    d.launch();
     assert_tables(&d, "icc-false", &[]);
+    let nf = d.ns_ok("sysctl", &["net.bridge.bridge-nf-call-iptables"]);
+    assert_eq!(nf.trim(), "net.bridge.bridge-nf-call-iptables = 1");
 }
 
 #[test]

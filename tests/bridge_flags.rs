@@ -350,3 +350,30 @@ fn docker0_takes_the_next_pool_subnet_when_172_17_is_routed() {
         "{saved}"
     );
 }
+
+#[test]
+fn a_new_bip_at_restart_readdresses_the_same_docker0_and_replaces_its_rules() {
+    let mut d = Daemon::start();
+    let index = link(&d, "docker0")["ifindex"].clone();
+    d.stop();
+    d.set_flags(&["--bip", "10.99.0.1/24"]);
+    d.launch();
+    let docker0 = link(&d, "docker0");
+    assert_eq!(ipv4(&docker0), ["10.99.0.1/24"]);
+    assert_eq!(docker0["ifindex"], index);
+    assert_tables(&d, "bip", &[]);
+}
+
+#[test]
+fn dropping_b_at_restart_keeps_that_bridge_and_brings_docker0_back() {
+    let mut d = Daemon::builder().flags(&["-b", "br0"]).prepare();
+    d.ns_ok("ip", &["link", "add", "br0", "type", "bridge"]);
+    d.ns_ok("ip", &["addr", "add", "10.55.0.1/24", "dev", "br0"]);
+    d.launch();
+    d.stop();
+    d.set_flags(&[]);
+    d.launch();
+    assert_eq!(ipv4(&link(&d, "br0")), ["10.55.0.1/24"]);
+    assert_eq!(ipv4(&link(&d, "docker0")), ["172.17.0.1/16"]);
+    assert_tables(&d, "defaults", &[]);
+}

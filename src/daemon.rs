@@ -20,6 +20,7 @@ use tokio::sync::watch;
 
 use crate::api::{self, AppState, ListenError, Listener, Server};
 use crate::config::{Config, Flags};
+use crate::image::{ImageError, ImageStore};
 use logging::LogHandle;
 pub use pidfile::PidfileError;
 
@@ -28,6 +29,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 const DATA_ROOT_MODE: u32 = 0o711;
 const EXEC_ROOT_MODE: u32 = 0o700;
 const ENGINE_ID_FILE: &str = "engine-id";
+/// The image store's directory under data-root.
+const IMAGE_DIR: &str = "image";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -56,6 +59,8 @@ pub enum DaemonError {
     Signals(#[source] io::Error),
     #[error(transparent)]
     Network(Box<network::NetworkSetupError>),
+    #[error("opening the image store: {0}")]
+    Images(#[from] ImageError),
 }
 
 impl From<network::NetworkSetupError> for DaemonError {
@@ -72,6 +77,7 @@ impl Kind for DaemonError {
             DaemonError::Pidfile(e) => e.kind(),
             DaemonError::Listen(e) => e.kind(),
             DaemonError::Network(e) => e.kind(),
+            DaemonError::Images(e) => e.kind(),
             DaemonError::CreateDir { .. }
             | DaemonError::EngineId { .. }
             | DaemonError::Signals(_) => ErrorKind::System,
@@ -100,12 +106,14 @@ pub async fn run(config: Config, flags: Flags, logs: LogHandle) -> Result<(), Da
 
     // Containerd: connect to --containerd, or start and supervise a private one.
     let controller = network::start(&config).await?;
+    let images = ImageStore::open(config.data_root.join(IMAGE_DIR)).await?;
     // Containers: restore them, starting those whose restart policy says so.
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let state = Arc::new(
         AppState::new(Arc::new(config.clone()), engine_id, shutdown_rx.clone())
-            .with_network(controller),
+            .with_network(controller)
+            .with_images(Arc::new(images)),
     );
     let server = Server::start(listeners, Arc::new(api::router()), state, shutdown_rx);
     if let Err(e) = notify::notify("READY=1") {

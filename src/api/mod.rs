@@ -12,6 +12,7 @@ mod error;
 mod events;
 mod filters;
 mod hostinfo;
+mod images;
 mod listener;
 pub mod network_types;
 pub mod networks;
@@ -31,7 +32,7 @@ pub use request::{Ctx, Query, RequestBody, JSON_BODY_LIMIT};
 pub use response::{ApiResult, Response};
 pub use router::Router;
 pub use server::Server;
-pub use state::AppState;
+pub use state::{AppState, ImageUsers};
 pub use version::{
     ApiVersion, API_VERSION, BERTH_VERSION, ENGINE_VERSION, GIT_COMMIT, MIN_API_VERSION,
     RUSTC_VERSION,
@@ -41,5 +42,6 @@ pub use version::{
 pub fn router() -> Router {
     let router = system::routes(Router::new());
     let router = networks::routes(router);
+    let router = images::routes(router);
     events::routes(router)
 }

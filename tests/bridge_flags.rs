@@ -377,3 +377,11 @@ fn dropping_b_at_restart_keeps_that_bridge_and_brings_docker0_back() {
     assert_eq!(ipv4(&link(&d, "docker0")), ["172.17.0.1/16"]);
     assert_tables(&d, "defaults", &[]);
 }
+
+#[test]
+fn b_none_makes_no_default_bridge_and_no_bridge_rules() {
+    let d = Daemon::builder().flags(&["-b", "none"]).start();
+    assert_tables(&d, "no-bridge", &[]);
+    assert!(!link_exists(&d, "docker0"));
+    assert_eq!(d.get("/networks/bridge").status, 404);
+}

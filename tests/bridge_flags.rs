@@ -385,3 +385,78 @@ fn b_none_makes_no_default_bridge_and_no_bridge_rules() {
     assert!(!link_exists(&d, "docker0"));
     assert_eq!(d.get("/networks/bridge").status, 404);
 }
+
+#[test]
+fn published_port_rules_left_by_a_crash_are_removed_at_start() {
+    let mut d = Daemon::start();
+    d.kill();
+    // What a container's `-p 8080:80` adds, left behind by a crash before
+    // its endpoint was recorded.
+    d.ns_ok(
+        "iptables",
+        &[
+            "-t",
+            "nat",
+            "-A",
+            "DOCKER",
+            "!",
+            "-i",
+            "docker0",
+            "-p",
+            "tcp",
+            "-m",
+            "tcp",
+            "--dport",
+            "8080",
+            "-j",
+            "DNAT",
+            "--to-destination",
+            "172.17.0.2:80",
+        ],
+    );
+    d.ns_ok(
+        "iptables",
+        &[
+            "-A",
+            "DOCKER",
+            "-d",
+            "172.17.0.2/32",
+            "!",
+            "-i",
+            "docker0",
+            "-o",
+            "docker0",
+            "-p",
+            "tcp",
+            "-m",
+            "tcp",
+            "--dport",
+            "80",
+            "-j",
+            "ACCEPT",
+        ],
+    );
+    d.ns_ok(
+        "iptables",
+        &[
+            "-t",
+            "nat",
+            "-A",
+            "POSTROUTING",
+            "-s",
+            "172.17.0.2/32",
+            "-d",
+            "172.17.0.2/32",
+            "-p",
+            "tcp",
+            "-m",
+            "tcp",
+            "--dport",
+            "80",
+            "-j",
+            "MASQUERADE",
+        ],
+    );
+    d.launch();
+    assert_tables(&d, "defaults", &[]);
+}

@@ -125,7 +125,7 @@ pub async fn start(config: &Config) -> Result<Arc<Controller>, NetworkSetupError
         controller.create_network_unchecked(req).await?;
     }
     if let Some(fw) = firewall {
-        remove_orphan_rules(&fw, &controller, b.mtu);
+        remove_leftover_rules(&fw, &controller, b.mtu);
     }
     Ok(controller)
 }
@@ -162,10 +162,12 @@ async fn external_bridge(
     Ok(Some((name.clone(), addr)))
 }
 
-/// Removes the iptables rules of bridges no stored network owns (left by a
-/// network lost in a crash). A failure is logged: stale rules of a gone
-/// bridge match no traffic, so they must not keep the daemon from starting.
-fn remove_orphan_rules(fw: &IptablesFirewall, controller: &Controller, default_mtu: u32) {
+/// Removes the iptables rules a previous run left: those of bridges no
+/// stored network owns (a network lost in a crash) and published ports (no
+/// endpoint survives a restart; stored ones were revoked by the restore).
+/// A failure is logged: leftovers match no live traffic, so they must not
+/// keep the daemon from starting.
+fn remove_leftover_rules(fw: &IptablesFirewall, controller: &Controller, default_mtu: u32) {
     let owned: Vec<String> = controller
         .networks()
         .iter()
@@ -180,6 +182,11 @@ fn remove_orphan_rules(fw: &IptablesFirewall, controller: &Controller, default_m
         }
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "removing iptables rules of vanished networks"),
+    }
+    match fw.firewall().remove_published_ports() {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(rules = n, "removed stale published-port rules"),
+        Err(e) => tracing::warn!(error = %e, "removing stale published-port rules"),
     }
 }
 

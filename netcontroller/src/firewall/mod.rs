@@ -222,6 +222,19 @@ impl Firewall {
         Ok(orphans)
     }
 
+    /// Removes every published-port rule. At start-up no endpoint exists
+    /// yet, so any such rule is left from a previous run that could not
+    /// revoke it (dockerd starts from empty DOCKER chains for the same
+    /// reason). Returns how many rules went.
+    pub fn remove_published_ports(&self) -> Result<usize, FirewallError> {
+        let _g = self.guard();
+        let wants = orphans::port_rules(&self.backend.snapshot()?);
+        if !wants.is_empty() {
+            self.teardown("remove_published_ports", &wants)?;
+        }
+        Ok(wants.len())
+    }
+
     /// Installs the rules of a bridge network. Idempotent; the bridge must
     /// exist when the userland proxy is off (its route_localnet is set).
     /// Turns on bridge-nf-call-iptables as dockerd does, so the FORWARD rules

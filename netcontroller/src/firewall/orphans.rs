@@ -1,6 +1,7 @@
-//! Finding the rules of bridges the daemon no longer owns (a network whose
-//! store record vanished in a crash, or that was deleted while the daemon was
-//! down), so start-up can remove them.
+//! Finding what a previous run left in the tables, so start-up can remove
+//! it: the rules of bridges the daemon no longer owns (a network whose store
+//! record vanished in a crash, or that was deleted while the daemon was
+//! down), and published-port rules, which no endpoint outlives a restart.
 //!
 //! A bridge counts as the daemon's when one of the rules only the daemon
 //! writes names it: a rule in the isolation chains or in nat DOCKER, or the
@@ -135,4 +136,36 @@ pub(crate) fn orphan_rules(set: &Ruleset, owned: &[&str]) -> (Vec<String>, Vec<W
         }
     }
     (orphans, wants)
+}
+
+/// Removals for every published-port rule: DNAT, the ACCEPT in filter
+/// DOCKER, the hairpin MASQUERADE and the SCTP checksum fill.
+pub(crate) fn port_rules(set: &Ruleset) -> Vec<Want> {
+    let shapes: [(Table, &'static str, fn(&str) -> bool); 4] = [
+        (Table::Filter, DOCKER, |s| {
+            s.contains("--dport") && s.ends_with("-j ACCEPT")
+        }),
+        (Table::Nat, DOCKER, |s| {
+            s.contains("-j DNAT --to-destination")
+        }),
+        (Table::Nat, "POSTROUTING", |s| {
+            port_target(Table::Nat, "POSTROUTING", s).is_some() && s.contains("--dport")
+        }),
+        (Table::Mangle, "POSTROUTING", |s| {
+            s.ends_with("-j CHECKSUM --checksum-fill")
+        }),
+    ];
+    let mut wants = Vec::new();
+    for (table, chain, is_port_rule) in shapes {
+        for spec in set.rules(table, chain) {
+            if is_port_rule(spec) {
+                wants.push(Want::Absent(Rule {
+                    table,
+                    chain,
+                    spec: spec.clone(),
+                }));
+            }
+        }
+    }
+    wants
 }

@@ -138,27 +138,32 @@ pub(crate) fn orphan_rules(set: &Ruleset, owned: &[&str]) -> (Vec<String>, Vec<W
     (orphans, wants)
 }
 
+/// Whether a rule has the shape of a published port's.
+fn is_port_rule(table: Table, chain: &str, spec: &str) -> bool {
+    match (table, chain) {
+        (Table::Filter, DOCKER) => spec.contains("--dport") && spec.ends_with("-j ACCEPT"),
+        (Table::Nat, DOCKER) => spec.contains("-j DNAT --to-destination"),
+        (Table::Nat, "POSTROUTING") => {
+            spec.contains("--dport") && port_target(table, chain, spec).is_some()
+        }
+        (Table::Mangle, "POSTROUTING") => spec.ends_with("-j CHECKSUM --checksum-fill"),
+        _ => false,
+    }
+}
+
 /// Removals for every published-port rule: DNAT, the ACCEPT in filter
 /// DOCKER, the hairpin MASQUERADE and the SCTP checksum fill.
 pub(crate) fn port_rules(set: &Ruleset) -> Vec<Want> {
-    let shapes: [(Table, &'static str, fn(&str) -> bool); 4] = [
-        (Table::Filter, DOCKER, |s| {
-            s.contains("--dport") && s.ends_with("-j ACCEPT")
-        }),
-        (Table::Nat, DOCKER, |s| {
-            s.contains("-j DNAT --to-destination")
-        }),
-        (Table::Nat, "POSTROUTING", |s| {
-            port_target(Table::Nat, "POSTROUTING", s).is_some() && s.contains("--dport")
-        }),
-        (Table::Mangle, "POSTROUTING", |s| {
-            s.ends_with("-j CHECKSUM --checksum-fill")
-        }),
+    let chains = [
+        (Table::Filter, DOCKER),
+        (Table::Nat, DOCKER),
+        (Table::Nat, "POSTROUTING"),
+        (Table::Mangle, "POSTROUTING"),
     ];
     let mut wants = Vec::new();
-    for (table, chain, is_port_rule) in shapes {
+    for (table, chain) in chains {
         for spec in set.rules(table, chain) {
-            if is_port_rule(spec) {
+            if is_port_rule(table, chain, spec) {
                 wants.push(Want::Absent(Rule {
                     table,
                     chain,

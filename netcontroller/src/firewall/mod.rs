@@ -238,12 +238,17 @@ impl Firewall {
     /// Installs the rules of a bridge network. Idempotent; the bridge must
     /// exist when the userland proxy is off (its route_localnet is set).
     /// Turns on bridge-nf-call-iptables as dockerd does, so the FORWARD rules
-    /// also see traffic between containers of one bridge.
+    /// also see traffic between containers of one bridge (a warning, not a
+    /// failure, where the kernel lacks br_netfilter).
     /// On failure nothing it added stays behind.
     pub fn add_network(&self, r: &BridgeRules) -> Result<(), FirewallError> {
         check_bridge(&r.bridge)?;
         let _g = self.guard();
-        self.backend.enable_bridge_netfilter()?;
+        if let Err(e) = self.backend.enable_bridge_netfilter() {
+            // Without br_netfilter the network still works; only traffic
+            // between ports of one bridge bypasses FORWARD (icc=false).
+            warn!(error = %e, "bridge-nf-call-iptables could not be turned on");
+        }
         if !self.opts.userland_proxy {
             self.backend.enable_route_localnet(&r.bridge)?;
         }

@@ -236,7 +236,9 @@ fn restarts_duplicate_nothing_and_keep_docker0_and_the_users_rules() {
         &["-A", "MINE", "-s", "198.51.100.7", "-j", "ACCEPT"],
     );
     d.ns_ok("iptables", &["-A", "FORWARD", "-j", "MINE"]);
+    assert_tables(&d, "restarted", &[("{user}", &user_br)]);
 
+    // Each restart leaves the tables exactly as they were, order included.
     for _ in 0..2 {
         d.restart();
         assert_tables(&d, "restarted", &[("{user}", &user_br)]);
@@ -459,4 +461,23 @@ fn published_port_rules_left_by_a_crash_are_removed_at_start() {
     );
     d.launch();
     assert_tables(&d, "defaults", &[]);
+}
+
+#[test]
+fn restarting_with_icc_false_then_no_masquerade_swaps_exactly_those_rules() {
+    let mut d = Daemon::start();
+    d.stop();
+    d.set_flags(&["--icc=false"]);
+    d.launch();
+    assert_tables(&d, "icc-false", &[]);
+    d.stop();
+    d.set_flags(&["--icc=false", "--ip-masq=false"]);
+    d.launch();
+    let want = expected("icc-false")
+        .replace(
+            "-A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE\n",
+            "",
+        )
+        .replace("-A DOCKER -i docker0 -j RETURN\n", "");
+    assert_eq!(normalise(&d.iptables_save()), want);
 }

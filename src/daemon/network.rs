@@ -18,8 +18,9 @@ use ipnetwork::Ipv4Network;
 use netcontroller::controller::{Controller, ControllerConfig, ControllerError, NetworkCreate};
 use netcontroller::driver::Driver;
 use netcontroller::error::{ErrorKind, Kind};
-use netcontroller::firewall::{Firewall, FirewallError, FirewallOptions};
+use netcontroller::firewall::{BridgeRules, Firewall, FirewallError, FirewallOptions};
 use netcontroller::ipam::{AddressPool, IpamRequest};
+use netcontroller::model::NetworkSpec;
 use netcontroller::osl::{self, NetlinkHandle, OslError};
 use netcontroller::resolver::{upstreams_from, ResolverConfig};
 
@@ -121,13 +122,49 @@ pub async fn start(config: &Config) -> Result<Arc<Controller>, NetworkSetupError
     }
     ensure_predefined(&controller, "none", "null").await?;
     ensure_predefined(&controller, "host", "host").await?;
-    if let Some(req) = default_bridge_request(config, external) {
-        controller.create_network_unchecked(req).await?;
-    }
+    let default = match default_bridge_request(config, external) {
+        Some(req) => Some(controller.create_network_unchecked(req).await?),
+        None => None,
+    };
     if let Some(fw) = firewall {
+        if let Some(stale) = &report.stale_default {
+            replace_default_rules(&fw, stale, default.as_ref(), b.mtu);
+        }
         remove_leftover_rules(&fw, &controller, b.mtu);
     }
     Ok(controller)
+}
+
+/// The firewall's view of a bridge network.
+fn bridge_rules(net: &NetworkSpec, default_mtu: u32) -> Option<BridgeRules> {
+    let options = BridgeOptions::parse(net, default_mtu).ok()?;
+    Some(BridgeRules {
+        bridge: options.bridge_name,
+        subnet: net.ipv4.first()?.subnet,
+        icc: options.enable_icc,
+        masquerade: options.enable_ip_masquerade,
+        internal: net.internal,
+    })
+}
+
+/// Removes the rules of the previous run's default network that today's
+/// does not have. Shared rules stay where they are, so a restart with the
+/// same flags changes nothing in the tables (as with dockerd). A failure is
+/// logged: stale rules of a subnet or bridge no longer used match nothing
+/// the daemon serves.
+fn replace_default_rules(
+    fw: &IptablesFirewall,
+    stale: &NetworkSpec,
+    current: Option<&NetworkSpec>,
+    default_mtu: u32,
+) {
+    let Some(old) = bridge_rules(stale, default_mtu) else {
+        return;
+    };
+    let current = current.and_then(|n| bridge_rules(n, default_mtu));
+    if let Err(e) = fw.firewall().remove_network_except(&old, current.as_ref()) {
+        tracing::warn!(error = %e, "removing the previous default network's rules");
+    }
 }
 
 /// Sets net.ipv4.ip_forward to 1; true when it was off before.

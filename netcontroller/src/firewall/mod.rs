@@ -266,6 +266,35 @@ impl Firewall {
         self.teardown("remove_network", &rules::network_teardown(r))
     }
 
+    /// Removes the rules of `old` that `current` (a network on the same or
+    /// another bridge, set up with [`Firewall::add_network`]) does not
+    /// have: the default network replaced at start-up keeps the rules it
+    /// shares with its successor where they are, so a restart with the same
+    /// flags leaves the tables exactly as they were.
+    pub fn remove_network_except(
+        &self,
+        old: &BridgeRules,
+        current: Option<&BridgeRules>,
+    ) -> Result<(), FirewallError> {
+        check_bridge(&old.bridge)?;
+        let kept: Vec<Want> = current
+            .map(|c| rules::network(&self.opts, c))
+            .unwrap_or_default();
+        let kept: Vec<&rules::Rule> = kept
+            .iter()
+            .filter_map(|w| match w {
+                Want::Present(r, _) | Want::At(r, _) => Some(r),
+                _ => None,
+            })
+            .collect();
+        let wants: Vec<Want> = rules::network_teardown(old)
+            .into_iter()
+            .filter(|w| !matches!(w, Want::Absent(r) if kept.contains(&r)))
+            .collect();
+        let _g = self.guard();
+        self.teardown("remove_network_except", &wants)
+    }
+
     /// Publishes an endpoint's ports: all of them or, on failure, none.
     pub fn add_ports(&self, p: &PortRules) -> Result<(), FirewallError> {
         check_ports(p)?;

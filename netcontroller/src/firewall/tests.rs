@@ -384,3 +384,40 @@ fn published_port_rules_of_every_mode_and_protocol_are_removed() {
         assert_eq!(fw.remove_published_ports().unwrap(), 0);
     }
 }
+
+#[test]
+fn replacing_a_network_keeps_shared_rules_in_place_and_removes_the_rest() {
+    let (fw, fake) = firewall(true);
+    fw.setup_base().unwrap();
+    let old = net("docker0", "172.17.0.0/16");
+    fw.add_network(&old).unwrap();
+    fw.add_network(&net("br-0123456789ab", "172.18.0.0/16"))
+        .unwrap();
+    let before = text(&fake);
+
+    // Same flags: nothing moves.
+    fw.add_network(&old).unwrap();
+    fw.remove_network_except(&old, Some(&old)).unwrap();
+    assert_eq!(text(&fake), before);
+
+    // Another subnet: only the old MASQUERADE goes.
+    let readdressed = net("docker0", "10.99.0.0/24");
+    fw.add_network(&readdressed).unwrap();
+    fw.remove_network_except(&old, Some(&readdressed)).unwrap();
+    let after = text(&fake);
+    assert!(!after.contains("172.17.0.0/16"), "{after}");
+    assert_eq!(
+        after.replace(
+            "-A POSTROUTING -s 10.99.0.0/24 ! -o docker0 -j MASQUERADE\n",
+            ""
+        ),
+        before.replace(
+            "-A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE\n",
+            ""
+        )
+    );
+
+    // No successor: every rule of the old bridge goes.
+    fw.remove_network_except(&readdressed, None).unwrap();
+    assert!(!text(&fake).contains("docker0"), "{}", text(&fake));
+}

@@ -481,3 +481,18 @@ fn restarting_with_icc_false_then_no_masquerade_swaps_exactly_those_rules() {
         .replace("-A DOCKER -i docker0 -j RETURN\n", "");
     assert_eq!(normalise(&d.iptables_save()), want);
 }
+
+#[test]
+fn without_bip_an_existing_docker0_keeps_its_subnet() {
+    let mut d = Daemon::builder().prepare();
+    d.ns_ok("ip", &["link", "add", "docker0", "type", "bridge"]);
+    d.ns_ok("ip", &["addr", "add", "172.19.0.1/16", "dev", "docker0"]);
+    d.ns_ok("ip", &["addr", "add", "10.1.2.3/24", "dev", "docker0"]);
+    d.launch();
+    assert_eq!(ipv4(&link(&d, "docker0")), ["172.19.0.1/16"]);
+    assert_eq!(
+        default_ipam(&d),
+        json!([{"Subnet": "172.19.0.0/16", "Gateway": "172.19.0.1"}])
+    );
+    assert_tables(&d, "defaults-172-19", &[]);
+}

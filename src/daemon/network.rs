@@ -122,10 +122,7 @@ pub async fn start(config: &Config) -> Result<Arc<Controller>, NetworkSetupError
     }
     ensure_predefined(&controller, "none", "null").await?;
     ensure_predefined(&controller, "host", "host").await?;
-    let default = match default_bridge_request(config, external) {
-        Some(req) => Some(controller.create_network_unchecked(req).await?),
-        None => None,
-    };
+    let default = create_default_bridge(config, &controller, &netlink, external).await?;
     if let Some(fw) = firewall {
         if let Some(stale) = &report.stale_default {
             replace_default_rules(&fw, stale, default.as_ref(), b.mtu);
@@ -133,6 +130,50 @@ pub async fn start(config: &Config) -> Result<Arc<Controller>, NetworkSetupError
         remove_leftover_rules(&fw, &controller, b.mtu);
     }
     Ok(controller)
+}
+
+/// Creates the default `bridge` network (none with `-b none`). Without
+/// `--bip`, an existing docker0 keeps its address and subnet, as with dockerd
+/// (a docker0 a previous run or dockerd addressed stays where clients know
+/// it); only when that subnet is taken by a stored network is a free pool
+/// subnet chosen instead.
+async fn create_default_bridge(
+    config: &Config,
+    controller: &Controller,
+    netlink: &NetlinkHandle,
+    external: Option<(String, Ipv4Network)>,
+) -> Result<Option<NetworkSpec>, NetworkSetupError> {
+    let b = &config.bridge;
+    let kept = match (&b.bridge, b.bip) {
+        (DefaultBridge::Managed, None) => match netlink.link(DEFAULT_BRIDGE).await? {
+            Some(link) => netlink.ipv4_addresses(link.index).await?.into_iter().next(),
+            None => None,
+        },
+        _ => None,
+    }
+    // A --fixed-cidr outside docker0's subnet wins: the subnet follows it.
+    .filter(|addr| {
+        b.fixed_cidr
+            .is_none_or(|range| network_of(*addr).contains(range.ip()))
+    });
+    let Some(req) = default_bridge_request(config, external.clone(), kept) else {
+        return Ok(None);
+    };
+    match controller.create_network_unchecked(req).await {
+        Ok(spec) => Ok(Some(spec)),
+        Err(e)
+            if kept.is_some() && matches!(e.kind(), ErrorKind::Forbidden | ErrorKind::Conflict) =>
+        {
+            tracing::warn!(error = %e, "docker0's address is taken; choosing a free subnet");
+            let req = default_bridge_request(config, external, None);
+            Ok(Some(
+                controller
+                    .create_network_unchecked(req.expect("managed bridge"))
+                    .await?,
+            ))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The firewall's view of a bridge network.
@@ -250,16 +291,18 @@ async fn ensure_predefined(
 }
 
 /// The default `bridge` network as today's flags describe it, or `None`
-/// with `-b none`. `external` is the `-b` bridge with its address.
+/// with `-b none`. `external` is the `-b` bridge with its address; `kept`
+/// the address docker0 keeps when `--bip` is not given.
 fn default_bridge_request(
     config: &Config,
     external: Option<(String, Ipv4Network)>,
+    kept: Option<Ipv4Network>,
 ) -> Option<NetworkCreate> {
     let b = &config.bridge;
     let (bridge_name, bip) = match (&b.bridge, external) {
         (DefaultBridge::Disabled, _) => return None,
         (_, Some((name, addr))) => (name, Some(addr)),
-        (_, None) => (DEFAULT_BRIDGE.to_string(), b.bip),
+        (_, None) => (DEFAULT_BRIDGE.to_string(), b.bip.or(kept)),
     };
     let subnet = match (bip, b.fixed_cidr) {
         (Some(n), _) => Some(network_of(n)),

@@ -496,3 +496,22 @@ fn without_bip_an_existing_docker0_keeps_its_subnet() {
     );
     assert_tables(&d, "defaults-172-19", &[]);
 }
+
+#[test]
+fn an_existing_docker0_in_a_stored_networks_subnet_gets_a_free_one() {
+    let mut d = Daemon::builder().flags(&["-b", "none"]).start();
+    create_network(
+        &d,
+        json!({"Name": "owner", "IPAM": {"Config": [{"Subnet": "172.19.0.0/16"}]}}),
+    );
+    d.stop();
+    d.ns_ok("ip", &["link", "add", "docker0", "type", "bridge"]);
+    d.ns_ok("ip", &["addr", "add", "172.19.0.9/16", "dev", "docker0"]);
+    d.set_flags(&[]);
+    d.launch();
+    assert_eq!(ipv4(&link(&d, "docker0")), ["172.17.0.1/16"]);
+    assert_eq!(
+        default_ipam(&d),
+        json!([{"Subnet": "172.17.0.0/16", "Gateway": "172.17.0.1"}])
+    );
+}

@@ -281,9 +281,10 @@ fn an_exhausted_pool_answers_dockerds_message() {
     }
     let before = names(&d);
     let r = d.post("/networks/create", &json!({"Name": "three"}));
+    // dockerd answers 404 here (libnetwork's "not found" kind).
     assert_error(
         &r,
-        500,
+        404,
         "could not find an available, non-overlapping IPv4 address pool among the defaults to assign to the network",
     );
     assert_eq!(names(&d), before);
@@ -423,10 +424,14 @@ fn list_filters_over_the_api() {
 
     for (filters, message) in [
         (json!({"colour": ["red"]}), "invalid filter 'colour'"),
-        (json!({"type": ["weird"]}), "invalid filter 'type=weird'"),
+        (json!({"type": ["weird"]}), "invalid filter: 'type'='weird'"),
         (
             json!({"dangling": ["perhaps"]}),
-            "invalid filter 'dangling=perhaps'",
+            r#"invalid value for filter 'dangling', must be "true" (or "1"), or "false" (or "0")"#,
+        ),
+        (
+            json!({"dangling": ["true", "false"]}),
+            r#"got more than one value for filter key "dangling""#,
         ),
     ] {
         let q = percent_encode(&filters.to_string());
@@ -486,4 +491,35 @@ fn percent_encode(s: &str) -> String {
             }
         })
         .collect()
+}
+
+#[test]
+fn an_ambiguous_id_prefix_is_400_and_changes_nothing() {
+    let d = Daemon::builder()
+        .flags(&["--default-address-pool", "base=10.129.0.0/16,size=24"])
+        .start();
+    // With 17 ids (and the predefined 3), two must share a first hex digit.
+    for i in 0..17 {
+        let r = d.post("/networks/create", &json!({ "Name": format!("amb{i}") }));
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    let list = d.get("/networks").json();
+    let ids: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["Id"].as_str().unwrap())
+        .collect();
+    let shared = (b'0'..=b'9')
+        .chain(b'a'..=b'f')
+        .map(|c| (c as char).to_string())
+        .find(|p| ids.iter().filter(|id| id.starts_with(p.as_str())).count() > 1)
+        .expect("two ids share a first digit");
+    let matching = ids.iter().filter(|id| id.starts_with(&shared)).count();
+    let message =
+        format!("network {shared} is ambiguous ({matching} matches found based on ID prefix)");
+    let before = names(&d);
+    assert_error(&d.get(&format!("/networks/{shared}")), 400, &message);
+    assert_error(&d.delete(&format!("/networks/{shared}")), 400, &message);
+    assert_eq!(names(&d), before);
 }

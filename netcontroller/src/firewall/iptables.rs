@@ -6,6 +6,7 @@
 //! processes inherit it, and `/proc/sys/net` is resolved per thread.
 
 use std::io::Write;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -18,6 +19,7 @@ use super::FirewallError;
 
 const SAVE: &str = "iptables-save";
 const RESTORE: &str = "iptables-restore";
+const BRIDGE_NF_CALL_IPTABLES: &str = "/proc/sys/net/bridge/bridge-nf-call-iptables";
 
 /// Reads and writes the tables of the calling thread's network namespace.
 pub(crate) trait Backend: Send + Sync {
@@ -34,6 +36,9 @@ pub(crate) trait Backend: Send + Sync {
     /// such counter (legacy iptables) or it cannot be read, and the tables
     /// must be read before every change.
     fn generation(&self) -> Option<u32>;
+    /// `net.bridge.bridge-nf-call-iptables = 1`, so traffic between ports of
+    /// one bridge passes FORWARD (without it `--icc=false` drops nothing).
+    fn enable_bridge_netfilter(&self) -> Result<(), FirewallError>;
 }
 
 /// The real thing: iptables-save / iptables-restore processes.
@@ -103,5 +108,24 @@ impl Backend for Iptables {
         generation::read()
             .inspect_err(|e| debug!(error = %e, "cannot read the nf_tables generation"))
             .ok()
+    }
+
+    fn enable_bridge_netfilter(&self) -> Result<(), FirewallError> {
+        let path = BRIDGE_NF_CALL_IPTABLES;
+        if !Path::new(path).exists() {
+            // The knob appears with the br_netfilter module; dockerd loads
+            // it the same way. Without it the write below reports the problem.
+            if let Err(e) = run("modprobe", &["br_netfilter"], None) {
+                debug!(error = %e, "modprobe br_netfilter");
+            }
+        }
+        let sysctl_err = |source| FirewallError::Sysctl {
+            path: path.to_string(),
+            source,
+        };
+        if std::fs::read_to_string(path).map_err(sysctl_err)?.trim() == "1" {
+            return Ok(());
+        }
+        std::fs::write(path, "1").map_err(sysctl_err)
     }
 }

@@ -147,6 +147,12 @@ pub fn parse(raw: &[u8], head_only: bool, eof: bool) -> Result<Option<Response>,
     let body = if no_body {
         Vec::new()
     } else if chunked {
+        // A complete chunked body ends with an empty line (after the last
+        // chunk or its trailers): decoding only then keeps reading a large
+        // answer linear instead of decoding it again after every read.
+        if !eof && !rest.ends_with(b"\r\n\r\n") {
+            return Ok(None);
+        }
         match dechunk(rest)? {
             Some(body) => body,
             None if eof => return Err(HttpError::Malformed("truncated chunked body".into())),

@@ -7,12 +7,16 @@
 //! with the [`response`] helpers, and fail with `?` on any error that has a
 //! [`netcontroller::error::Kind`]: [`status_for`] maps kinds to statuses.
 
+mod container_io;
+mod container_json;
 pub mod container_types;
+mod containers;
 mod error;
 mod events;
 mod filters;
 mod hostinfo;
 mod listener;
+mod network_connect;
 pub mod network_types;
 pub mod networks;
 mod request;
@@ -41,5 +45,8 @@ pub use version::{
 pub fn router() -> Router {
     let router = system::routes(Router::new());
     let router = networks::routes(router);
+    let router = network_connect::routes(router);
+    let router = containers::routes(router);
+    let router = container_io::routes(router);
     events::routes(router)
 }

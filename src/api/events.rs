@@ -85,6 +85,9 @@ async fn events(ctx: Ctx) -> ApiResult {
     Ok(json_lines(head.chain(live)))
 }
 
+/// dockerd's event filter: `network=` and `container=` match a prefix of the
+/// actor's id or name (its `FuzzyMatch`); berthd also lets `container=` pick
+/// the network events that name the container.
 fn matches(e: &Event, f: &Filters) -> bool {
     let attr = |k: &str| e.actor.attributes.get(k).map(String::as_str).unwrap_or("");
     let by_id_or_name = |key: &str, kind: &str| {
@@ -93,7 +96,7 @@ fn matches(e: &Event, f: &Filters) -> bool {
             || (e.kind == kind
                 && vals
                     .iter()
-                    .any(|v| e.actor.id.starts_with(v) || attr("name") == *v))
+                    .any(|v| e.actor.id.starts_with(v) || attr("name").starts_with(v)))
             || (kind == "container"
                 && e.kind == "network"
                 && vals.iter().any(|v| attr("container").starts_with(v)))

@@ -93,6 +93,19 @@ impl Filters {
             .is_none_or(|s| s.iter().any(|v| value.starts_with(v.as_str())))
     }
 
+    /// True when `name` is not filtered on, or one of its values equals
+    /// `value` or, read as a regular expression, matches somewhere in it:
+    /// dockerd's `Match`, used for network names and ids (`name=^web$`,
+    /// `name=front`, `id=3f2a`). A value that is no valid expression only
+    /// matches exactly, as dockerd skips it.
+    pub fn regex_match(&self, name: &str, value: &str) -> bool {
+        self.0.get(name).is_none_or(|s| {
+            s.iter().any(|want| {
+                want == value || regex::Regex::new(want).is_ok_and(|re| re.is_match(value))
+            })
+        })
+    }
+
     /// True when every `key` or `key=value` given for `name` is in `labels`
     /// (docker's label filter semantics).
     pub fn match_labels(&self, name: &str, labels: &BTreeMap<String, String>) -> bool {
@@ -175,6 +188,14 @@ mod tests {
         assert!(f.exact_match("name", "x"));
         assert!(!f.exact_match("name", "xy"));
         assert!(f.exact_match("driver", "anything"));
+
+        let re = Filters::parse(r#"{"name":["^web$","(unclosed"],"id":["^3f"]}"#).unwrap();
+        assert!(re.regex_match("name", "web"));
+        assert!(!re.regex_match("name", "webs"));
+        assert!(re.regex_match("name", "(unclosed"));
+        assert!(re.regex_match("id", "3f2a"));
+        assert!(!re.regex_match("id", "a3f2"));
+        assert!(re.regex_match("label", "unfiltered"));
 
         let mut labels = BTreeMap::from([
             ("env".to_string(), "prod".to_string()),

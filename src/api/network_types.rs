@@ -122,19 +122,37 @@ impl CreateRequest {
     }
 }
 
+/// `what` and `s` lead the message, as in dockerd's
+/// "invalid subnet X: invalid CIDR block notation".
 fn parse_v4_net(what: &str, s: &str) -> Result<Ipv4Network, CreateError> {
-    match s.parse::<IpNetwork>() {
-        Ok(IpNetwork::V4(n)) => Ok(n),
-        Ok(IpNetwork::V6(_)) => Err(CreateError::Invalid(format!(
+    // ipnetwork accepts a bare address as a /32; dockerd wants the prefix.
+    let parsed = if s.contains('/') {
+        s.parse::<IpNetwork>().ok()
+    } else {
+        None
+    };
+    match parsed {
+        Some(IpNetwork::V4(n)) => Ok(n),
+        Some(IpNetwork::V6(_)) => Err(CreateError::Invalid(format!(
             "invalid {what} {s}: IPv6 is not supported"
         ))),
-        Err(_) => Err(CreateError::Invalid(format!("invalid {what} {s}"))),
+        None => Err(CreateError::Invalid(format!(
+            "invalid {what} {s}: invalid CIDR block notation"
+        ))),
     }
 }
 
+/// `what` names the address as dockerd does ("gateway", "auxiliary address r").
 fn parse_v4_addr(what: &str, s: &str) -> Result<Ipv4Addr, CreateError> {
-    s.parse()
-        .map_err(|_| CreateError::Invalid(format!("invalid {what} address {s}")))
+    match s.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(a)) => Ok(a),
+        Ok(std::net::IpAddr::V6(_)) => Err(CreateError::Invalid(format!(
+            "invalid {what} {s}: IPv6 is not supported"
+        ))),
+        Err(_) => Err(CreateError::Invalid(format!(
+            "invalid {what} {s}: invalid address"
+        ))),
+    }
 }
 
 fn parse_ipam_config(c: IpamConfigBody) -> Result<IpamRequest, CreateError> {
@@ -155,7 +173,10 @@ fn parse_ipam_config(c: IpamConfigBody) -> Result<IpamRequest, CreateError> {
         .transpose()?;
     let mut aux = BTreeMap::new();
     for (k, v) in c.auxiliary_addresses.unwrap_or_default() {
-        aux.insert(k, parse_v4_addr("auxiliary", &v)?);
+        let address = v.parse().map_err(|_| {
+            CreateError::Invalid(format!("invalid auxiliary address {k}: invalid address"))
+        })?;
+        aux.insert(k, address);
     }
     Ok(IpamRequest {
         subnet,
@@ -308,8 +329,8 @@ pub fn matches_list_filters(spec: &NetworkSpec, f: &Filters, in_use: bool) -> bo
         None => true,
     };
     f.exact_match("driver", &spec.driver)
-        && any("id", &|v| spec.id.contains(v))
-        && any("name", &|v| spec.name.contains(v))
+        && f.regex_match("id", &spec.id)
+        && f.regex_match("name", &spec.name)
         && any("scope", &|v| v == "local")
         && any("type", &|v| (v == "builtin") == builtin)
         && dangling_ok

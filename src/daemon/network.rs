@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use drivers::bridge::{
-    BridgeConfig as DriverBridgeConfig, BridgeDriver, IptablesFirewall, OPT_BRIDGE_NAME,
-    OPT_DEFAULT_BRIDGE, OPT_ENABLE_ICC, OPT_ENABLE_IP_MASQUERADE, OPT_HOST_BINDING_IPV4, OPT_MTU,
+    BridgeConfig as DriverBridgeConfig, BridgeDriver, BridgeOptions, IptablesFirewall,
+    OPT_BRIDGE_NAME, OPT_DEFAULT_BRIDGE, OPT_ENABLE_ICC, OPT_ENABLE_IP_MASQUERADE,
+    OPT_HOST_BINDING_IPV4, OPT_MTU,
 };
 use drivers::host::HostDriver;
 use drivers::null::NullDriver;
@@ -57,29 +58,29 @@ impl Kind for NetworkSetupError {
 /// Builds the controller, restores it and makes the default networks.
 pub async fn start(config: &Config) -> Result<Arc<Controller>, NetworkSetupError> {
     let b = &config.bridge;
-    if b.ip_forward {
-        osl::sysctl_set("net.ipv4.ip_forward", "1")
-            .map_err(|e| NetworkSetupError::IpForward(Box::new(e)))?;
-    }
     let netlink = NetlinkHandle::current()?;
-    let external_bridge = match &b.bridge {
-        DefaultBridge::Existing(name) => Some(name.clone()),
-        _ => None,
-    };
+    // A missing `-b` bridge refuses the start before anything is changed.
+    let external = external_bridge(config, &netlink).await?;
+    let forwarding_switched_on =
+        b.ip_forward && enable_ip_forward().map_err(NetworkSetupError::IpForward)?;
     let mut bridge = BridgeDriver::new(
         DriverBridgeConfig {
             default_mtu: b.mtu,
-            external_bridge,
+            external_bridge: external.as_ref().map(|(name, _)| name.clone()),
             userland_proxy: b.userland_proxy,
         },
         netlink.clone(),
     );
+    let mut firewall = None;
     if b.iptables {
-        let fw = Firewall::new(FirewallOptions {
+        let fw = Arc::new(IptablesFirewall::new(Firewall::new(FirewallOptions {
             userland_proxy: b.userland_proxy,
-            forward_policy_drop: b.ip_forward,
-        });
-        bridge = bridge.with_firewall(Arc::new(IptablesFirewall::new(fw)?));
+            // As dockerd: only a daemon that turned forwarding on closes
+            // FORWARD; a host that already forwarded keeps its policy.
+            forward_policy_drop: forwarding_switched_on,
+        }))?);
+        bridge = bridge.with_firewall(fw.clone());
+        firewall = Some(fw);
     }
     let drivers: Vec<Arc<dyn Driver>> =
         vec![Arc::new(NullDriver), Arc::new(HostDriver), Arc::new(bridge)];
@@ -120,10 +121,66 @@ pub async fn start(config: &Config) -> Result<Arc<Controller>, NetworkSetupError
     }
     ensure_predefined(&controller, "none", "null").await?;
     ensure_predefined(&controller, "host", "host").await?;
-    if let Some(req) = default_bridge_request(config, &netlink).await? {
+    if let Some(req) = default_bridge_request(config, external) {
         controller.create_network_unchecked(req).await?;
     }
+    if let Some(fw) = firewall {
+        remove_orphan_rules(&fw, &controller, b.mtu);
+    }
     Ok(controller)
+}
+
+/// Sets net.ipv4.ip_forward to 1; true when it was off before.
+fn enable_ip_forward() -> Result<bool, Box<OslError>> {
+    const KEY: &str = "net.ipv4.ip_forward";
+    if osl::sysctl_get(KEY)? == "1" {
+        return Ok(false);
+    }
+    osl::sysctl_set(KEY, "1")?;
+    Ok(true)
+}
+
+/// The `-b` bridge and its first IPv4 address, which becomes the default
+/// network's gateway and subnet.
+async fn external_bridge(
+    config: &Config,
+    netlink: &NetlinkHandle,
+) -> Result<Option<(String, Ipv4Network)>, NetworkSetupError> {
+    let DefaultBridge::Existing(name) = &config.bridge.bridge else {
+        return Ok(None);
+    };
+    let link = netlink
+        .link(name)
+        .await?
+        .ok_or_else(|| NetworkSetupError::BridgeMissing(name.clone()))?;
+    let addr = netlink
+        .ipv4_addresses(link.index)
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| NetworkSetupError::BridgeUnaddressed(name.clone()))?;
+    Ok(Some((name.clone(), addr)))
+}
+
+/// Removes the iptables rules of bridges no stored network owns (left by a
+/// network lost in a crash). A failure is logged: stale rules of a gone
+/// bridge match no traffic, so they must not keep the daemon from starting.
+fn remove_orphan_rules(fw: &IptablesFirewall, controller: &Controller, default_mtu: u32) {
+    let owned: Vec<String> = controller
+        .networks()
+        .iter()
+        .filter(|n| n.driver == "bridge")
+        .filter_map(|n| BridgeOptions::parse(n, default_mtu).ok())
+        .map(|o| o.bridge_name)
+        .collect();
+    let owned: Vec<&str> = owned.iter().map(String::as_str).collect();
+    match fw.firewall().remove_orphans(&owned) {
+        Ok(removed) if !removed.is_empty() => {
+            tracing::info!(bridges = ?removed, "removed iptables rules of vanished networks")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "removing iptables rules of vanished networks"),
+    }
 }
 
 fn network_of(n: Ipv4Network) -> Ipv4Network {
@@ -149,28 +206,16 @@ async fn ensure_predefined(
 }
 
 /// The default `bridge` network as today's flags describe it, or `None`
-/// with `-b none`.
-async fn default_bridge_request(
+/// with `-b none`. `external` is the `-b` bridge with its address.
+fn default_bridge_request(
     config: &Config,
-    netlink: &NetlinkHandle,
-) -> Result<Option<NetworkCreate>, NetworkSetupError> {
+    external: Option<(String, Ipv4Network)>,
+) -> Option<NetworkCreate> {
     let b = &config.bridge;
-    let (bridge_name, bip) = match &b.bridge {
-        DefaultBridge::Disabled => return Ok(None),
-        DefaultBridge::Managed => (DEFAULT_BRIDGE.to_string(), b.bip),
-        DefaultBridge::Existing(name) => {
-            let link = netlink
-                .link(name)
-                .await?
-                .ok_or_else(|| NetworkSetupError::BridgeMissing(name.clone()))?;
-            let addr = netlink
-                .ipv4_addresses(link.index)
-                .await?
-                .into_iter()
-                .next()
-                .ok_or_else(|| NetworkSetupError::BridgeUnaddressed(name.clone()))?;
-            (name.clone(), Some(addr))
-        }
+    let (bridge_name, bip) = match (&b.bridge, external) {
+        (DefaultBridge::Disabled, _) => return None,
+        (_, Some((name, addr))) => (name, Some(addr)),
+        (_, None) => (DEFAULT_BRIDGE.to_string(), b.bip),
     };
     let subnet = match (bip, b.fixed_cidr) {
         (Some(n), _) => Some(network_of(n)),
@@ -195,11 +240,11 @@ async fn default_bridge_request(
         (OPT_BRIDGE_NAME.to_string(), bridge_name),
         (OPT_MTU.to_string(), b.mtu.to_string()),
     ]);
-    Ok(Some(NetworkCreate {
+    Some(NetworkCreate {
         name: "bridge".into(),
         driver: "bridge".into(),
         ipam: Some(ipam),
         options,
         ..Default::default()
-    }))
+    })
 }

@@ -206,8 +206,11 @@ impl BridgeDriver {
         }
     }
 
-    /// Calls the firewall, then deletes the bridge (unless external). Goes on
-    /// past failures and reports them together; a missing bridge is fine.
+    /// Calls the firewall, then deletes the bridge unless it is the `-b`
+    /// bridge or the default network's (docker0 is kept, as libnetwork does,
+    /// so the stale default network deleted at start-up hands the same link
+    /// to its successor). Goes on past failures and reports them together; a
+    /// missing bridge is fine.
     pub(super) async fn tear_down_network(&self, net: &NetworkSpec) -> DriverResult<()> {
         let started = Instant::now();
         let known = {
@@ -240,7 +243,7 @@ impl BridgeDriver {
                 errors.push(e.to_string());
             }
         }
-        if !network.external {
+        if !network.external && !network.options.default_bridge {
             let name = &network.options.bridge_name;
             if let Err(e) = self.nl.delete_link(name).await {
                 errors.push(format!("delete bridge {name}: {e}"));

@@ -12,6 +12,7 @@ use super::{
     PREDEFINED,
 };
 use crate::ipam::IpamRequest;
+use crate::model::IpamPool;
 use crate::model::NetworkSpec;
 
 /// What a user asks for when creating a network (the API's body, parsed).
@@ -31,6 +32,16 @@ pub struct NetworkCreate {
 /// Drivers whose networks carry no addresses.
 fn needs_ipam(driver: &str) -> bool {
     !matches!(driver, "null" | "host")
+}
+
+/// Drivers of which at most one network may exist (dockerd's host and null
+/// drivers refuse a second one), with the name dockerd's message uses.
+fn single_instance(driver: &str) -> Option<&'static str> {
+    match driver {
+        "host" => Some("host"),
+        "null" => Some("null"),
+        _ => None,
+    }
 }
 
 /// Removes a name reservation when a create fails before the network is registered.
@@ -67,24 +78,11 @@ impl Controller {
         let id = new_id();
         let span = info_span!("network_create", network = %req.name, id = &id[..12]);
         async {
-            let mut reservation = self.reserve_name(&req.name, &id)?;
-            let ipv4 = if needs_ipam(&req.driver) {
-                let request = req.ipam.clone().unwrap_or_default();
-                let avoid = if request.subnet.is_none() {
-                    self.networks_in_use(req.options.get(BRIDGE_NAME_OPTION))
-                        .await?
-                } else {
-                    Vec::new()
-                };
-                vec![self.ipam.allocate_network(&id, &request, &avoid)?]
-            } else {
-                Vec::new()
-            };
-            let spec = NetworkSpec {
+            let mut spec = NetworkSpec {
                 id: id.clone(),
                 name: req.name.clone(),
                 driver: req.driver.clone(),
-                ipv4,
+                ipv4: Vec::new(),
                 internal: req.internal,
                 attachable: req.attachable,
                 enable_ipv6: req.enable_ipv6,
@@ -92,6 +90,31 @@ impl Controller {
                 labels: req.labels,
                 created: now_rfc3339(),
             };
+            // The options first, before anything asks the kernel about them
+            // (a bridge name longer than IFNAMSIZ is a bad option, not a
+            // netlink failure).
+            driver
+                .validate_network(&spec)
+                .map_err(|e| ControllerError::driver("invalid network", e))?;
+            // Held for the whole create: a second host or null network
+            // checked meanwhile would otherwise slip past the check.
+            let _single = match single_instance(&req.driver) {
+                Some(kind) => {
+                    let guard = self.single_instance_create.lock().await;
+                    if self.networks().iter().any(|n| n.driver == req.driver) {
+                        return Err(ControllerError::Forbidden(format!(
+                            "only one instance of \"{kind}\" network is allowed"
+                        )));
+                    }
+                    Some(guard)
+                }
+                None => None,
+            };
+            let mut reservation = self.reserve_name(&req.name, &id)?;
+            if needs_ipam(&req.driver) {
+                let request = req.ipam.clone().unwrap_or_default();
+                spec.ipv4 = vec![self.allocate_subnet(&id, &request, &spec.options).await?];
+            }
             if let Err(e) = driver.validate_network(&spec) {
                 self.release_ipam(&spec);
                 return Err(ControllerError::driver("invalid network", e));
@@ -208,6 +231,27 @@ impl Controller {
             name: name.to_string(),
             armed: true,
         })
+    }
+
+    /// Reserves the network's IPv4 pool. A subnet the user did not name is
+    /// chosen away from the namespace's routes and addresses; the netlink
+    /// dumps that read them and the choice itself are serialised, since the
+    /// kernel refuses a second dump on a socket while one runs (EBUSY) and two
+    /// creates must not both pick the subnet a third party just routed.
+    async fn allocate_subnet(
+        &self,
+        id: &str,
+        request: &IpamRequest,
+        options: &BTreeMap<String, String>,
+    ) -> Result<IpamPool> {
+        if request.subnet.is_some() {
+            return Ok(self.ipam.allocate_network(id, request, &[])?);
+        }
+        let _choosing = self.subnet_choice.lock().await;
+        let avoid = self
+            .networks_in_use(options.get(BRIDGE_NAME_OPTION))
+            .await?;
+        Ok(self.ipam.allocate_network(id, request, &avoid)?)
     }
 
     /// IPv4 prefixes routed or assigned in the daemon's namespace, which an

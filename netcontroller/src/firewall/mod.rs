@@ -12,6 +12,7 @@
 //! network namespace of the calling thread.
 
 mod iptables;
+mod orphans;
 mod rules;
 mod ruleset;
 
@@ -205,6 +206,20 @@ impl Firewall {
     pub fn reset_chains(&self) -> Result<(), FirewallError> {
         let _g = self.guard();
         self.apply("reset_chains", &rules::reset())
+    }
+
+    /// Removes the rules of every bridge that the daemon's chains name but
+    /// `owned` does not, with their published ports: what a network deleted
+    /// or lost while the daemon was down left behind. Call at start-up, once
+    /// every stored network is up. Returns the bridges whose rules went.
+    pub fn remove_orphans(&self, owned: &[&str]) -> Result<Vec<String>, FirewallError> {
+        let _g = self.guard();
+        let (orphans, wants) = orphans::orphan_rules(&self.backend.snapshot()?, owned);
+        if !orphans.is_empty() {
+            debug!(?orphans, "removing rules of bridges no network owns");
+            self.teardown("remove_orphans", &wants)?;
+        }
+        Ok(orphans)
     }
 
     /// Installs the rules of a bridge network. Idempotent; the bridge must

@@ -278,3 +278,66 @@ fn reset_empties_daemon_chains_but_not_docker_user() {
     assert!(readded.contains("-A DOCKER -i docker0 -j RETURN\n"));
     assert!(!readded.contains("DNAT"), "{readded}");
 }
+
+#[test]
+fn orphans_lose_their_rules_and_ports_while_owned_and_user_rules_stay() {
+    for userland_proxy in [true, false] {
+        let (fw, fake) = firewall(userland_proxy);
+        fw.setup_base().unwrap();
+        let docker0 = net("docker0", "172.17.0.0/16");
+        fw.add_network(&docker0).unwrap();
+        fw.add_ports(&ports()).unwrap();
+        let expected = text(&fake);
+
+        let gone = net("br-0123456789ab", "172.18.0.0/16");
+        let gone_internal = BridgeRules {
+            internal: true,
+            icc: false,
+            ..net("br-internal", "172.19.0.0/16")
+        };
+        fw.add_network(&gone).unwrap();
+        fw.add_network(&gone_internal).unwrap();
+        let mut gone_ports = ports();
+        gone_ports.bridge = gone.bridge.clone();
+        gone_ports.container_ip = "172.18.0.2".parse().unwrap();
+        gone_ports.bindings[0].host_port = 8081;
+        fw.add_ports(&gone_ports).unwrap();
+
+        // A user's own rules naming the orphan's and other interfaces: in
+        // FORWARD, in DOCKER-USER and in a chain of their own.
+        let with_user = |tables: &str| {
+            tables
+                .replacen(":DOCKER-USER -\n", ":DOCKER-USER -\n:MINE -\n", 1)
+                .replacen(
+                    "-A FORWARD -i docker0 -o docker0 -j ACCEPT\n",
+                    "-A FORWARD -i docker0 -o docker0 -j ACCEPT\n\
+                     -A FORWARD -i eth9 -o eth9 -j ACCEPT\n",
+                    1,
+                )
+                .replacen(
+                    "-A DOCKER-USER -j RETURN\n",
+                    "-A DOCKER-USER -j RETURN\n-A DOCKER-USER -i br-0123456789ab -j DROP\n",
+                    1,
+                )
+                .replacen(
+                    "COMMIT\n",
+                    "-A MINE -o br-0123456789ab -j ACCEPT\nCOMMIT\n",
+                    1,
+                )
+        };
+        let current = with_user(&text(&fake));
+        *fake.tables.lock().unwrap() = Ruleset::parse(&current).unwrap();
+
+        let removed = fw.remove_orphans(&["docker0"]).unwrap();
+        assert_eq!(removed, ["br-0123456789ab", "br-internal"]);
+        assert_eq!(
+            text(&fake),
+            with_user(&expected),
+            "userland_proxy={userland_proxy}"
+        );
+
+        let restores_before = restores(&fake);
+        assert!(fw.remove_orphans(&["docker0"]).unwrap().is_empty());
+        assert_eq!(restores(&fake), restores_before, "nothing left to do");
+    }
+}

@@ -61,7 +61,7 @@ pub enum IpamError {
     InvalidGateway { gateway: Ipv4Addr, reason: String },
     #[error("invalid ip-range {range}: {reason}")]
     InvalidIpRange { range: Ipv4Network, reason: String },
-    #[error("invalid auxiliary address {name}={address}: {reason}")]
+    #[error("invalid auxiliary address {name}: {reason}")]
     InvalidAuxAddress {
         name: String,
         address: Ipv4Addr,
@@ -204,7 +204,7 @@ fn check_subnet(subnet: Ipv4Network) -> Result<(), IpamError> {
 
 fn host_reason(subnet: Ipv4Network, check: HostCheck) -> String {
     match check {
-        HostCheck::Outside => format!("it does not belong to subnet {subnet}"),
+        HostCheck::Outside => format!("parent subnet {subnet} doesn't contain this address"),
         HostCheck::Reserved(what) => format!("it is the {what} address of subnet {subnet}"),
     }
 }
@@ -223,8 +223,15 @@ fn check_pool(pool: &IpamPool) -> Result<(), IpamError> {
         if range.ip() != range.network() {
             return Err(invalid(format!("it should be {}", masked(range))));
         }
-        if range.prefix() < subnet.prefix() || !subnet.contains(range.network()) {
-            return Err(invalid(format!("it is not inside subnet {subnet}")));
+        if range.prefix() < subnet.prefix() {
+            return Err(invalid(format!(
+                "CIDR block is bigger than its parent subnet {subnet}"
+            )));
+        }
+        if !subnet.contains(range.network()) {
+            return Err(invalid(format!(
+                "parent subnet {subnet} doesn't contain ip-range"
+            )));
         }
     }
     let mut seen: HashMap<Ipv4Addr, &str> = HashMap::new();

@@ -166,10 +166,18 @@ async fn stream_output<IO>(
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let (mut rx, mut tx) = tokio::io::split(io);
-    // The client closing its side ends the attach; input is discarded.
+    // Input is discarded. The CLI half-closes its side at once when it
+    // sends no input, so end-of-file is not the client going away; a
+    // broken connection is (a gone client is otherwise seen on write).
     let client_gone = async move {
         let mut buf = [0u8; 4096];
-        while matches!(rx.read(&mut buf).await, Ok(n) if n > 0) {}
+        loop {
+            match rx.read(&mut buf).await {
+                Ok(0) => std::future::pending::<()>().await,
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
     };
     let output = async move {
         let follow = if stream {

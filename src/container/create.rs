@@ -117,7 +117,8 @@ pub fn build_record(
         return Err(invalid("berthd does not support TTYs (-t) yet".into()));
     }
 
-    let mode = match body.host_config.network_mode.as_str() {
+    let requested_mode = body.host_config.network_mode.clone();
+    let mode = match requested_mode.as_str() {
         "" | "default" => default_network.to_string(),
         m => m.to_string(),
     };
@@ -146,8 +147,10 @@ pub fn build_record(
             // The mode's network first (default route, published ports),
             // then any other endpoint the request names (API >= 1.44).
             let primary = controller.network(&mode)?;
+            // The CLI keys the endpoint settings by the mode as given ("default").
             let settings = endpoints
-                .remove(&mode)
+                .remove(&requested_mode)
+                .or_else(|| endpoints.remove(&mode))
                 .or_else(|| endpoints.remove(&primary.name))
                 .or_else(|| endpoints.remove(&primary.id))
                 .unwrap_or_default();

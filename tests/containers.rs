@@ -136,3 +136,278 @@ fn run_rm_shows_eth0_on_the_default_bridge_then_leaves_nothing() {
     d.docker_ok(&["rm", "web"]);
     assert_clean(&d);
 }
+
+/// `ip -j link` inside a running container's sandbox, as interface names.
+fn container_links(d: &Daemon, name: &str) -> Vec<String> {
+    let key = inspect(d, name)["NetworkSettings"]["SandboxKey"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net={key}"))
+        .args(["ip", "-j", "link", "show"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let links: Value = serde_json::from_slice(&out.stdout).unwrap();
+    links
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["ifname"].as_str().map(str::to_string))
+        .collect()
+}
+
+fn curl(ns: &common::Netns, url: &str) -> std::process::Output {
+    ns.run("curl", &["-sS", "--max-time", "5", url])
+}
+
+#[test]
+fn published_ports_reach_the_container_from_outside_and_loopback() {
+    let d = daemon_with_busybox(Daemon::builder().with_world());
+    let serve = "echo hello from httpd > /tmp/index.html && exec httpd -f -p 80 -h /tmp";
+    d.docker_ok(&[
+        "run", "-d", "--name", "web", "-p", "8080:80", "busybox", "sh", "-c", serve,
+    ]);
+    let url = format!("http://{}:8080/index.html", common::HOST_ADDR);
+    common::eventually("httpd answers from the world", || {
+        curl(&d.world().ns, &url).status.success()
+    });
+    let out = curl(&d.world().ns, &url);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from httpd\n");
+    let local = curl(&d.ns, "http://127.0.0.1:8080/index.html");
+    assert_eq!(
+        String::from_utf8_lossy(&local.stdout),
+        "hello from httpd\n",
+        "{}",
+        stderr(&local)
+    );
+    let c = inspect(&d, "web");
+    assert_eq!(
+        c["NetworkSettings"]["Ports"]["80/tcp"][0]["HostPort"], "8080",
+        "{c}"
+    );
+    assert_eq!(d.docker_ok(&["port", "web", "80"]).trim(), "0.0.0.0:8080");
+    let rules = d.iptables_save();
+    assert_eq!(
+        rules.matches("--to-destination 172.17.0.2:80").count(),
+        1,
+        "{rules}"
+    );
+
+    // The same host port again: the start fails with dockerd's message and
+    // leaves no endpoint, rule or namespace of the second container behind.
+    let veths_before = veths(&d);
+    let taken = d.docker(&[
+        "run", "-d", "--name", "web2", "-p", "8080:80", "busybox", "sleep", "30",
+    ]);
+    assert!(!taken.status.success());
+    assert!(
+        stderr(&taken).contains("Bind for 0.0.0.0:8080 failed: port is already allocated"),
+        "{}",
+        stderr(&taken)
+    );
+    assert_eq!(veths(&d), veths_before);
+    assert_eq!(netns_entries(&d).len(), 1);
+    let rules = d.iptables_save();
+    assert_eq!(rules.matches("-j DNAT").count(), 1, "{rules}");
+    assert_eq!(inspect(&d, "web2")["State"]["Running"], false);
+    d.docker_ok(&["rm", "web2"]);
+
+    // An ephemeral port with -P for an exposed port.
+    d.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "eph",
+        "--expose",
+        "81",
+        "-P",
+        "busybox",
+        "sh",
+        "-c",
+        "echo eph > /tmp/index.html && exec httpd -f -p 81 -h /tmp",
+    ]);
+    let port = d.docker_ok(&["port", "eph", "81"]);
+    let host_port = port.trim().rsplit(':').next().unwrap().to_string();
+    assert!(host_port.parse::<u16>().unwrap() > 1024, "{port}");
+    let url = format!("http://{}:{host_port}/index.html", common::HOST_ADDR);
+    common::eventually("ephemeral port answers", || {
+        curl(&d.world().ns, &url).status.success()
+    });
+
+    // Stop and remove: nothing left.
+    d.docker_ok(&["stop", "-t", "1", "web"]);
+    let c = inspect(&d, "web");
+    assert_eq!(c["State"]["Status"], "exited");
+    assert!(!curl(
+        &d.world().ns,
+        &format!("http://{}:8080/", common::HOST_ADDR)
+    )
+    .status
+    .success());
+    d.docker_ok(&["rm", "web"]);
+    d.docker_ok(&["rm", "-f", "eph"]);
+    assert_clean(&d);
+}
+
+#[test]
+fn user_networks_isolate_resolve_names_and_connect_live() {
+    let d = daemon_with_busybox(Daemon::builder());
+    d.docker_ok(&["network", "create", "--subnet", "10.50.0.0/24", "front"]);
+    d.docker_ok(&["network", "create", "back"]);
+    d.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "alpha",
+        "--network",
+        "front",
+        "--ip",
+        "10.50.0.50",
+        "busybox",
+        "sleep",
+        "300",
+    ]);
+    let a = inspect(&d, "alpha");
+    let front = &a["NetworkSettings"]["Networks"]["front"];
+    assert_eq!(front["IPAddress"], "10.50.0.50", "{a}");
+    assert_eq!(front["IPAMConfig"]["IPv4Address"], "10.50.0.50");
+    assert_eq!(front["MacAddress"], "02:42:0a:32:00:32");
+    assert_eq!(container_links(&d, "alpha"), ["lo", "eth0"]);
+
+    // Same network: by address and by name through the embedded DNS.
+    let ping = |net: &str, target: &str| {
+        d.docker(&[
+            "run",
+            "--rm",
+            "--network",
+            net,
+            "busybox",
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "2",
+            target,
+        ])
+    };
+    let out = ping("front", "10.50.0.50");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = ping("front", "alpha");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let resolv = d.docker_ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "front",
+        "busybox",
+        "cat",
+        "/etc/resolv.conf",
+    ]);
+    assert!(resolv.contains("nameserver 127.0.0.11"), "{resolv}");
+    assert!(resolv.contains("options ndots:0"), "{resolv}");
+    // Another network: no path.
+    assert!(!ping("back", "10.50.0.50").status.success());
+
+    // Live connect adds eth1, reachable from the other network; disconnect removes it.
+    d.docker_ok(&["network", "connect", "back", "alpha"]);
+    assert_eq!(container_links(&d, "alpha"), ["lo", "eth0", "eth1"]);
+    let a = inspect(&d, "alpha");
+    let back_ip = a["NetworkSettings"]["Networks"]["back"]["IPAddress"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(!back_ip.is_empty(), "{a}");
+    let out = ping("back", &back_ip);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let filtered = d.docker_ok(&["ps", "--filter", "network=back", "--format", "{{.Names}}"]);
+    assert_eq!(filtered.trim(), "alpha");
+    d.docker_ok(&["network", "disconnect", "back", "alpha"]);
+    assert_eq!(container_links(&d, "alpha"), ["lo", "eth0"]);
+    assert!(inspect(&d, "alpha")["NetworkSettings"]["Networks"]["back"].is_null());
+
+    // Connected while stopped: joined at the next start.
+    d.docker_ok(&["stop", "-t", "0", "alpha"]);
+    d.docker_ok(&["network", "connect", "back", "alpha"]);
+    d.docker_ok(&["start", "alpha"]);
+    assert_eq!(container_links(&d, "alpha"), ["lo", "eth0", "eth1"]);
+    assert_eq!(
+        inspect(&d, "alpha")["NetworkSettings"]["Networks"]["front"]["IPAddress"],
+        "10.50.0.50"
+    );
+
+    d.docker_ok(&["rm", "-f", "alpha"]);
+    d.docker_ok(&["network", "rm", "front", "back"]);
+    assert_clean(&d);
+}
+
+#[test]
+fn none_host_and_container_network_modes() {
+    let d = daemon_with_busybox(Daemon::builder().with_world());
+    let none = d.docker_ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "busybox",
+        "ip",
+        "-o",
+        "link",
+    ]);
+    let names: Vec<&str> = none
+        .lines()
+        .filter_map(|l| l.split(':').nth(1))
+        .map(str::trim)
+        .collect();
+    assert_eq!(names, ["lo"], "{none}");
+
+    let host = d.docker_ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        "busybox",
+        "ip",
+        "-o",
+        "link",
+    ]);
+    assert!(host.contains(common::UPLINK_IF), "{host}");
+    assert!(host.contains("docker0"), "{host}");
+
+    d.docker_ok(&["run", "-d", "--name", "owner", "busybox", "sleep", "300"]);
+    let joined = d.docker_ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "container:owner",
+        "busybox",
+        "ip",
+        "-o",
+        "-4",
+        "addr",
+    ]);
+    assert!(joined.contains("172.17.0.2/16"), "{joined}");
+    d.docker_ok(&["rm", "-f", "owner"]);
+    assert_clean(&d);
+}
+
+#[test]
+fn icc_false_isolates_containers_on_docker0() {
+    let d = daemon_with_busybox(Daemon::builder().flag("--icc=false"));
+    d.docker_ok(&["run", "-d", "--name", "one", "busybox", "sleep", "300"]);
+    let ip = inspect(&d, "one")["NetworkSettings"]["IPAddress"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(ip, "172.17.0.2");
+    let out = d.docker(&["run", "--rm", "busybox", "ping", "-c", "1", "-W", "1", &ip]);
+    assert!(
+        !out.status.success(),
+        "ping crossed docker0 with --icc=false"
+    );
+    // The gateway (the daemon's namespace) still reaches it.
+    d.ns_ok("busybox", &["ping", "-c", "1", "-W", "2", &ip]);
+    d.docker_ok(&["rm", "-f", "one"]);
+    assert_clean(&d);
+}

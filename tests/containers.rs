@@ -411,3 +411,79 @@ fn icc_false_isolates_containers_on_docker0() {
     d.docker_ok(&["rm", "-f", "one"]);
     assert_clean(&d);
 }
+
+#[test]
+fn restart_policies_across_daemon_restarts_and_a_sigkilled_daemon() {
+    let mut d = daemon_with_busybox(Daemon::builder());
+    d.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "keep",
+        "--restart",
+        "always",
+        "--stop-timeout",
+        "1",
+        "busybox",
+        "sleep",
+        "300",
+    ]);
+    d.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "lost",
+        "--stop-timeout",
+        "1",
+        "busybox",
+        "sleep",
+        "300",
+    ]);
+    d.docker_ok(&["network", "create", "side"]);
+    d.docker_ok(&["network", "connect", "side", "keep"]);
+
+    // A graceful restart stops both; `always` brings keep back with its networks.
+    d.restart();
+    let keep = inspect(&d, "keep");
+    assert_eq!(keep["State"]["Running"], true, "{keep}");
+    assert_eq!(container_links(&d, "keep"), ["lo", "eth0", "eth1"]);
+    assert_eq!(inspect(&d, "lost")["State"]["Running"], false);
+    assert_eq!(veths(&d).len(), 2);
+
+    // A SIGKILLed daemon: what ran is found stopped (255) and its network
+    // state cleaned; keep comes back by its policy.
+    d.docker_ok(&["start", "lost"]);
+    d.kill();
+    d.launch();
+    let lost = inspect(&d, "lost");
+    assert_eq!(lost["State"]["Running"], false, "{lost}");
+    assert_eq!(lost["State"]["Status"], "exited");
+    assert_eq!(lost["State"]["ExitCode"], 255);
+    assert!(lost["NetworkSettings"]["Networks"]["bridge"]["IPAddress"] == "");
+    let keep = inspect(&d, "keep");
+    assert_eq!(keep["State"]["Running"], true, "{keep}");
+    assert_eq!(veths(&d).len(), 2, "only keep's two endpoints");
+    assert_eq!(netns_entries(&d).len(), 1);
+    let out = d.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "side",
+        "busybox",
+        "ping",
+        "-c",
+        "1",
+        "-W",
+        "2",
+        "keep",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // docker stop marks it stopped by hand: a restart leaves it down.
+    d.docker_ok(&["stop", "keep"]);
+    d.restart();
+    assert_eq!(inspect(&d, "keep")["State"]["Running"], false);
+    d.docker_ok(&["rm", "keep", "lost"]);
+    d.docker_ok(&["network", "rm", "side"]);
+    assert_clean(&d);
+}

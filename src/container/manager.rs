@@ -209,6 +209,25 @@ impl ContainerManager {
             }
             _ => {}
         }
+        // The default bridge is made anew at every daemon start, with a new
+        // id: attachments whose network id is gone follow the name.
+        let controller = &self.controller;
+        if record
+            .networks
+            .iter()
+            .any(|a| controller.network(&a.network_id).is_err())
+        {
+            entry.update(|r| {
+                for a in &mut r.networks {
+                    if controller.network(&a.network_id).is_err() {
+                        if let Ok(net) = controller.network(&a.network_name) {
+                            a.network_id = net.id;
+                        }
+                    }
+                }
+            })?;
+        }
+        let record = entry.record();
         let began = Instant::now();
         let mut undo = StartUndo::default();
         match self.start_steps(entry, &record, &mut undo).await {

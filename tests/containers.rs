@@ -487,3 +487,258 @@ fn restart_policies_across_daemon_restarts_and_a_sigkilled_daemon() {
     d.docker_ok(&["network", "rm", "side"]);
     assert_clean(&d);
 }
+
+/// `?filters=` with the JSON percent-encoded.
+fn filters(json: &str) -> String {
+    let mut out = String::from("filters=");
+    for b in json.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~=".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Splits docker's multiplexed stream into (stream type, payload) frames.
+fn demux(mut raw: &[u8]) -> Vec<(u8, String)> {
+    let mut out = Vec::new();
+    while raw.len() >= 8 {
+        let len = u32::from_be_bytes([raw[4], raw[5], raw[6], raw[7]]) as usize;
+        out.push((
+            raw[0],
+            String::from_utf8_lossy(&raw[8..8 + len]).into_owned(),
+        ));
+        raw = &raw[8 + len..];
+    }
+    out
+}
+
+#[test]
+fn api_lifecycle_wait_kill_logs_events_and_bad_input() {
+    // Debug logging shows when the waiter's request was answered.
+    let d = daemon_with_busybox(Daemon::builder().flag("-D"));
+    let create = |body: Value, query: &str| d.post(&format!("/containers/create{query}"), &body);
+    let trap = "trap 'echo got TERM; exit 7' TERM; echo ready; i=0; while true; do i=$((i+1)); echo line$i; sleep 0.2; done";
+    let r = create(
+        serde_json::json!({"Image": "busybox", "Cmd": ["sh", "-c", trap], "Labels": {"tier": "api"}}),
+        "?name=trapper",
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["Id"].as_str().unwrap().to_string();
+    assert_eq!(
+        d.get("/containers/json").json().as_array().unwrap().len(),
+        0
+    );
+    assert_eq!(
+        d.get("/containers/json?all=1")
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    assert_eq!(
+        d.post(
+            &format!("/containers/{}/start", &id[..10]),
+            &serde_json::json!({})
+        )
+        .status,
+        204
+    );
+    assert_eq!(
+        d.post("/containers/trapper/start", &serde_json::json!({}))
+            .status,
+        304
+    );
+    common::eventually("output", || {
+        d.get("/containers/trapper/logs?stdout=1").body.len() > 30
+    });
+    let list = d
+        .get(&format!(
+            "/containers/json?{}",
+            filters(r#"{"label":["tier=api"],"status":["running"]}"#)
+        ))
+        .json();
+    assert_eq!(list[0]["Names"][0], "/trapper", "{list}");
+    assert_eq!(list[0]["State"], "running");
+    let none = d
+        .get(&format!(
+            "/containers/json?{}",
+            filters(r#"{"name":["nomatch"]}"#)
+        ))
+        .json();
+    assert_eq!(none.as_array().unwrap().len(), 0);
+    assert_eq!(
+        d.get(&format!(
+            "/containers/json?{}",
+            filters(r#"{"bogus":["x"]}"#)
+        ))
+        .status,
+        400
+    );
+    let info = d.get("/info").json();
+    assert_eq!(
+        (
+            info["Containers"].as_u64(),
+            info["ContainersRunning"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+
+    // Logs: multiplexed frames, tail, timestamps.
+    let logs = d.get("/containers/trapper/logs?stdout=1&tail=1&timestamps=1");
+    let frames = demux(&logs.body);
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    assert_eq!(frames[0].0, 1);
+    assert!(frames[0].1.contains("Z line"), "{frames:?}");
+    assert_eq!(d.get("/containers/trapper/logs").status, 400);
+
+    // Stop: the trap runs (exit 7), a waiter blocked before sees it.
+    let waiter = {
+        let socket = d.paths.socket.clone();
+        std::thread::spawn(move || {
+            common::http(
+                &socket,
+                "POST",
+                "/containers/trapper/wait",
+                None,
+                Vec::new(),
+            )
+            .unwrap()
+        })
+    };
+    common::eventually("the waiter is registered", || {
+        d.log()
+            .contains("path=/containers/trapper/wait}: berthd::api::router: answered")
+    });
+    assert_eq!(
+        d.post("/containers/trapper/stop?t=5", &serde_json::json!({}))
+            .status,
+        204
+    );
+    let waited = waiter.join().unwrap();
+    assert_eq!(waited.json()["StatusCode"], 7, "{}", waited.text());
+    assert_eq!(
+        d.post("/containers/trapper/stop", &serde_json::json!({}))
+            .status,
+        304
+    );
+    let all = d.get("/containers/trapper/logs?stdout=1").body;
+    assert!(demux(&all).iter().any(|(_, l)| l == "got TERM\n"));
+    let wait_now = d.post("/containers/trapper/wait", &serde_json::json!({}));
+    assert_eq!(wait_now.json()["StatusCode"], 7);
+    assert_eq!(
+        d.post(
+            "/containers/trapper/wait?condition=bogus",
+            &serde_json::json!({})
+        )
+        .status,
+        400
+    );
+
+    // Kill with a signal; not running -> 409.
+    assert_eq!(
+        d.post("/containers/trapper/start", &serde_json::json!({}))
+            .status,
+        204
+    );
+    assert_eq!(
+        d.post(
+            "/containers/trapper/kill?signal=KILL",
+            &serde_json::json!({})
+        )
+        .status,
+        204
+    );
+    let waited = d.post("/containers/trapper/wait", &serde_json::json!({}));
+    assert_eq!(waited.json()["StatusCode"], 137);
+    assert_eq!(
+        d.post("/containers/trapper/kill", &serde_json::json!({}))
+            .status,
+        409
+    );
+
+    // Bad input: 4xx, nothing created.
+    for (body, query) in [
+        (
+            serde_json::json!({"Image": "busybox", "Cmd": ["true"]}),
+            "?name=bad%20name",
+        ),
+        (
+            serde_json::json!({"Image": "busybox", "Cmd": ["true"], "HostConfig": {"NetworkMode": "nonet"}}),
+            "",
+        ),
+        (
+            serde_json::json!({"Image": "busybox", "Cmd": ["true"], "HostConfig": {"PortBindings": {"80/tcp": [{"HostPort": "99999"}]}}}),
+            "",
+        ),
+        (
+            serde_json::json!({"Image": "busybox", "Cmd": ["true"], "HostConfig": {"RestartPolicy": {"Name": "sometimes"}}}),
+            "",
+        ),
+        (
+            serde_json::json!({"Image": "busybox", "Cmd": ["true"], "NetworkingConfig": {"EndpointsConfig": {"bridge": {"IPAMConfig": {"IPv4Address": "172.17.0.9"}}}}}),
+            "",
+        ),
+        (serde_json::json!({"Image": "busybox"}), ""),
+        (
+            serde_json::json!({"Image": "busybox", "Cmd": ["true"]}),
+            "?name=trapper",
+        ),
+    ] {
+        let r = create(body.clone(), query);
+        assert!(
+            (400..500).contains(&r.status),
+            "{body} {query}: {} {}",
+            r.status,
+            r.text()
+        );
+        assert!(r.json()["message"].is_string());
+    }
+    assert_eq!(
+        d.get("/containers/json?all=1")
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(d.get("/containers/nope/json").status, 404);
+    assert_eq!(
+        d.get("/containers/nope/json").json()["message"],
+        "No such container: nope"
+    );
+
+    // Events of the container's life, in order.
+    assert_eq!(d.delete("/containers/trapper").status, 204);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 1;
+    let events = d.get(&format!(
+        "/events?since=0&until={now}&{}",
+        filters(r#"{"type":["container"]}"#)
+    ));
+    let actions: Vec<String> = events
+        .text()
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            v["Action"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{l}"))
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        ["create", "start", "kill", "die", "stop", "start", "kill", "die", "destroy"],
+        "{}",
+        events.text()
+    );
+    assert_clean(&d);
+}

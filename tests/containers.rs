@@ -116,6 +116,39 @@ fn run_rm_shows_eth0_on_the_default_bridge_then_leaves_nothing() {
     d.docker_ok(&["rm", "three"]);
     assert!(d.docker_ok(&["ps", "-aq"]).trim().is_empty());
 
+    // DNS, extra hosts, hostname, bind mounts.
+    let data = d.paths.root.join("greeting");
+    std::fs::write(&data, "hello from the host\n").unwrap();
+    let bind = format!("{}:/data:ro", data.display());
+    let out = d.docker_ok(&[
+        "run",
+        "--rm",
+        "--dns",
+        "192.0.2.53",
+        "--dns-search",
+        "example.test",
+        "--add-host",
+        "db:10.1.2.3",
+        "--hostname",
+        "box",
+        "-v",
+        &bind,
+        "busybox",
+        "sh",
+        "-c",
+        "cat /etc/resolv.conf /etc/hosts /data; hostname; echo x > /data || echo read-only",
+    ]);
+    assert!(
+        out.contains("nameserver 192.0.2.53\nsearch example.test\n"),
+        "{out}"
+    );
+    assert!(out.contains("10.1.2.3\tdb\n"), "{out}");
+    assert!(out.contains("172.17.0.2\tbox\n"), "{out}");
+    assert!(
+        out.contains("hello from the host\nbox\nread-only\n"),
+        "{out}"
+    );
+
     // Name conflicts, unknown images.
     d.docker_ok(&["create", "--name", "web", "busybox", "true"]);
     let dup = d.docker(&["create", "--name", "web", "busybox", "true"]);
@@ -277,6 +310,19 @@ fn user_networks_isolate_resolve_names_and_connect_live() {
     assert_eq!(container_links(&d, "alpha"), ["lo", "eth0"]);
 
     // Same network: by address and by name through the embedded DNS.
+    d.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "dbserver",
+        "--network",
+        "front",
+        "--network-alias",
+        "db",
+        "busybox",
+        "sleep",
+        "300",
+    ]);
     let ping = |net: &str, target: &str| {
         d.docker(&[
             "run",
@@ -296,6 +342,9 @@ fn user_networks_isolate_resolve_names_and_connect_live() {
     assert!(out.status.success(), "{}", stderr(&out));
     let out = ping("front", "alpha");
     assert!(out.status.success(), "{}", stderr(&out));
+    let out = ping("front", "db");
+    assert!(out.status.success(), "{}", stderr(&out));
+    d.docker_ok(&["rm", "-f", "dbserver"]);
     let resolv = d.docker_ok(&[
         "run",
         "--rm",

@@ -645,7 +645,23 @@ fn api_lifecycle_wait_kill_logs_events_and_bad_input() {
     assert!(frames[0].1.contains("Z line"), "{frames:?}");
     assert_eq!(d.get("/containers/trapper/logs").status, 400);
 
-    // Stop: the trap runs (exit 7), a waiter blocked before sees it.
+    // Stop: the trap runs (exit 7); a follower sees the last line and ends,
+    // a waiter blocked before sees the code.
+    let logs_answered = "path=/containers/trapper/logs}: berthd::api::router: answered";
+    let answered_before = d.log().matches(logs_answered).count();
+    let follower = {
+        let socket = d.paths.socket.clone();
+        std::thread::spawn(move || {
+            common::http(
+                &socket,
+                "GET",
+                "/containers/trapper/logs?stdout=1&follow=1&tail=0",
+                None,
+                Vec::new(),
+            )
+            .unwrap()
+        })
+    };
     let waiter = {
         let socket = d.paths.socket.clone();
         std::thread::spawn(move || {
@@ -659,6 +675,9 @@ fn api_lifecycle_wait_kill_logs_events_and_bad_input() {
             .unwrap()
         })
     };
+    common::eventually("the follower is registered", || {
+        d.log().matches(logs_answered).count() > answered_before
+    });
     common::eventually("the waiter is registered", || {
         d.log()
             .contains("path=/containers/trapper/wait}: berthd::api::router: answered")
@@ -670,6 +689,8 @@ fn api_lifecycle_wait_kill_logs_events_and_bad_input() {
     );
     let waited = waiter.join().unwrap();
     assert_eq!(waited.json()["StatusCode"], 7, "{}", waited.text());
+    let followed = demux(&follower.join().unwrap().body);
+    assert_eq!(followed.last().unwrap().1, "got TERM\n", "{followed:?}");
     assert_eq!(
         d.post("/containers/trapper/stop", &serde_json::json!({}))
             .status,

@@ -459,7 +459,13 @@ impl ContainerManager {
         a: &Attachment,
         primary: bool,
     ) -> Result<EndpointOptions> {
-        let ports = if primary {
+        // Ports are published on the primary network when it can carry
+        // them (dockerd ignores -p with --network none).
+        let bridged = self
+            .controller
+            .network(&a.network_id)
+            .is_ok_and(|n| n.driver == "bridge");
+        let ports = if primary && bridged {
             port_requests(&record.config, &record.host_config).map_err(invalid)?
         } else {
             Vec::new()
@@ -546,19 +552,7 @@ impl ContainerManager {
     }
 
     fn should_restart(&self, r: &ContainerRecord) -> bool {
-        if self.shutting_down.load(Ordering::SeqCst) || r.state.manually_stopped {
-            return false;
-        }
-        let p = &r.host_config.restart_policy;
-        match p.name.as_str() {
-            "always" | "unless-stopped" => true,
-            "on-failure" => {
-                r.state.exit_code != 0
-                    && (p.maximum_retry_count == 0
-                        || (r.restart_count as i64) < p.maximum_retry_count)
-            }
-            _ => false,
-        }
+        !self.shutting_down.load(Ordering::SeqCst) && restart_wanted(r)
     }
 
     /// After the task ended: remove it from containerd, release the network,
@@ -927,6 +921,24 @@ impl ContainerManager {
     }
 }
 
+/// dockerd's restart policies, after an exit: `always` and
+/// `unless-stopped` unless stopped by hand, `on-failure` on a non-zero code
+/// while retries are left.
+fn restart_wanted(r: &ContainerRecord) -> bool {
+    if r.state.manually_stopped {
+        return false;
+    }
+    let p = &r.host_config.restart_policy;
+    match p.name.as_str() {
+        "always" | "unless-stopped" => true,
+        "on-failure" => {
+            r.state.exit_code != 0
+                && (p.maximum_retry_count == 0 || (r.restart_count as i64) < p.maximum_retry_count)
+        }
+        _ => false,
+    }
+}
+
 /// The controller's options for an endpoint of container `name`.
 fn endpoint_options(
     name: &str,
@@ -1046,6 +1058,47 @@ fn parse_user(user: &str) -> Result<UserIds> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record(policy: &str, max: i64, code: i64, restarts: u64, manual: bool) -> ContainerRecord {
+        let mut host_config = crate::api::container_types::HostConfig::default();
+        host_config.restart_policy.name = policy.into();
+        host_config.restart_policy.maximum_retry_count = max;
+        ContainerRecord {
+            id: "a".repeat(64),
+            name: "x".into(),
+            created: chrono::Utc::now(),
+            image: "busybox".into(),
+            image_id: String::new(),
+            image_rootfs: PathBuf::new(),
+            path: "true".into(),
+            args: vec![],
+            config: Default::default(),
+            host_config,
+            networks: vec![],
+            state: super::super::record::RunState {
+                exit_code: code,
+                manually_stopped: manual,
+                ..Default::default()
+            },
+            restart_count: restarts,
+            sandbox_id: None,
+            netns_path: None,
+        }
+    }
+
+    #[test]
+    fn restart_policies() {
+        assert!(restart_wanted(&record("always", 0, 0, 5, false)));
+        assert!(!restart_wanted(&record("always", 0, 0, 5, true)));
+        assert!(restart_wanted(&record("unless-stopped", 0, 1, 0, false)));
+        assert!(!restart_wanted(&record("unless-stopped", 0, 1, 0, true)));
+        assert!(!restart_wanted(&record("no", 0, 1, 0, false)));
+        assert!(!restart_wanted(&record("", 0, 1, 0, false)));
+        assert!(!restart_wanted(&record("on-failure", 0, 0, 0, false)));
+        assert!(restart_wanted(&record("on-failure", 0, 2, 9, false)));
+        assert!(restart_wanted(&record("on-failure", 3, 2, 2, false)));
+        assert!(!restart_wanted(&record("on-failure", 3, 2, 3, false)));
+    }
 
     #[test]
     fn binds_and_users() {

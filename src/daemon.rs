@@ -22,7 +22,7 @@ use crate::api::{self, AppState, ListenError, Listener, Server};
 use crate::config::{Config, Flags};
 use crate::container::runtime::{Containerd, RuntimeError};
 use crate::container::{ContainerError, ContainerManager, ManagerConfig};
-use crate::image::ImageStore;
+use crate::image::{ImageError, ImageStore};
 use logging::LogHandle;
 pub use pidfile::PidfileError;
 
@@ -31,6 +31,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 const DATA_ROOT_MODE: u32 = 0o711;
 const EXEC_ROOT_MODE: u32 = 0o700;
 const ENGINE_ID_FILE: &str = "engine-id";
+/// The image store's directory under data-root.
+const IMAGE_DIR: &str = "image";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -63,6 +65,8 @@ pub enum DaemonError {
     Containerd(#[from] RuntimeError),
     #[error("containers: {0}")]
     Containers(Box<ContainerError>),
+    #[error("opening the image store: {0}")]
+    Images(#[from] ImageError),
 }
 
 impl From<network::NetworkSetupError> for DaemonError {
@@ -81,6 +85,7 @@ impl Kind for DaemonError {
             DaemonError::Network(e) => e.kind(),
             DaemonError::Containerd(e) => e.kind(),
             DaemonError::Containers(e) => e.kind(),
+            DaemonError::Images(e) => e.kind(),
             DaemonError::CreateDir { .. }
             | DaemonError::EngineId { .. }
             | DaemonError::Signals(_) => ErrorKind::System,
@@ -112,11 +117,16 @@ pub async fn run(config: Config, flags: Flags, logs: LogHandle) -> Result<(), Da
         Some(address) => Containerd::connect(address).await?,
         None => Containerd::start_private(&config.data_root, &config.exec_root).await?,
     });
-    let controller = match network::start(&config).await {
-        Ok(c) => c,
+    let opened = async {
+        let controller = network::start(&config).await?;
+        let images = ImageStore::open(config.data_root.join(IMAGE_DIR)).await?;
+        Ok::<_, DaemonError>((controller, images))
+    };
+    let (controller, images) = match opened.await {
+        Ok(opened) => opened,
         Err(e) => {
             containerd.shutdown().await;
-            return Err(e.into());
+            return Err(e);
         }
     };
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -127,16 +137,27 @@ pub async fn run(config: Config, flags: Flags, logs: LogHandle) -> Result<(), Da
     )
     .with_network(controller.clone());
     // Containers: restore them, starting those whose restart policy says so.
-    let containers =
-        match open_containers(&config, &engine_id, &containerd, controller, &state).await {
-            Ok(m) => m,
-            Err(e) => {
-                containerd.shutdown().await;
-                return Err(e);
-            }
-        };
+    let containers = match open_containers(
+        &config,
+        &engine_id,
+        &containerd,
+        controller,
+        images.clone(),
+        &state,
+    ) {
+        Ok(m) => m,
+        Err(e) => {
+            containerd.shutdown().await;
+            return Err(e);
+        }
+    };
     containers.restore().await;
-    let state = Arc::new(state.with_containers(containers.clone()));
+    let state = Arc::new(
+        state
+            .with_images(Arc::new(images))
+            .with_image_users(containers.clone())
+            .with_containers(containers.clone()),
+    );
     let server = Server::start(listeners, Arc::new(api::router()), state, shutdown_rx);
     if let Err(e) = notify::notify("READY=1") {
         tracing::warn!(error = %e, "notifying the service manager");
@@ -161,16 +182,14 @@ pub async fn run(config: Config, flags: Flags, logs: LogHandle) -> Result<(), Da
 /// The container manager over the image store, with a cgroup parent of
 /// this daemon's own (`/berth-<engine id prefix>`): daemons sharing a host
 /// then never remove each other's parent cgroup.
-async fn open_containers(
+fn open_containers(
     config: &Config,
     engine_id: &str,
     containerd: &Arc<Containerd>,
     controller: Arc<netcontroller::controller::Controller>,
+    images: ImageStore,
     state: &AppState,
 ) -> Result<Arc<ContainerManager>, DaemonError> {
-    let images = ImageStore::open(config.data_root.join("image"))
-        .await
-        .map_err(|e| DaemonError::Containers(Box::new(e.into())))?;
     let default_network = match config.bridge.bridge {
         crate::config::DefaultBridge::Disabled => "none",
         _ => "bridge",

@@ -3,28 +3,14 @@
 //! logs, restart policies across daemon restarts.
 
 mod common;
-mod runtime_support;
 
 use common::{Daemon, DaemonBuilder};
 use serde_json::Value;
 
-/// Starts berthd with the busybox image in its store (imported before the
-/// daemon opens it).
+/// Starts berthd and imports the busybox image with `docker import`.
 fn daemon_with_busybox(builder: DaemonBuilder) -> Daemon {
-    let mut d = builder.prepare();
-    let root = d.paths.data_root.join("image");
-    tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let images = berthd::image::ImageStore::open(&root).await.unwrap();
-        images
-            .import(
-                std::io::Cursor::new(runtime_support::busybox_tar()),
-                Some("busybox"),
-                None,
-            )
-            .await
-            .unwrap();
-    });
-    d.launch();
+    let d = builder.start();
+    d.import_busybox();
     d
 }
 
@@ -811,4 +797,28 @@ fn api_lifecycle_wait_kill_logs_events_and_bad_input() {
         events.text()
     );
     assert_clean(&d);
+}
+
+#[test]
+fn an_image_in_use_is_not_removed_without_force() {
+    let d = daemon_with_busybox(Daemon::builder());
+    d.docker_ok(&["create", "--name", "user", "busybox", "true"]);
+    let refused = d.docker(&["rmi", "busybox"]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("conflict"),
+        "{}",
+        stderr(&refused)
+    );
+    let ancestor = d.docker_ok(&[
+        "ps",
+        "-a",
+        "--filter",
+        "ancestor=busybox",
+        "--format",
+        "{{.Names}}",
+    ]);
+    assert_eq!(ancestor.trim(), "user");
+    d.docker_ok(&["rm", "user"]);
+    d.docker_ok(&["rmi", "busybox"]);
 }

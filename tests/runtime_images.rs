@@ -7,7 +7,8 @@ use std::io::{Cursor, Write};
 
 use berthd::image::{DeleteItem, ImageStore};
 use netcontroller::error::{ErrorKind, Kind};
-use runtime_support::{add_dir, add_file, busybox_tar};
+use runtime_support::busybox_tar;
+use runtime_support::rootfs::{add_dir, add_file};
 use sha2::{Digest, Sha256};
 
 fn sha256(bytes: &[u8]) -> String {

@@ -117,6 +117,17 @@ impl Filters {
         })
     }
 
+    /// True when `name` is given and one of its `key` or `key=value` values
+    /// is in `labels` (the exclusion filters, `label!`).
+    pub fn any_label_matches(&self, name: &str, labels: &BTreeMap<String, String>) -> bool {
+        self.0.get(name).is_some_and(|s| {
+            s.iter().any(|want| match want.split_once('=') {
+                Some((k, v)) => labels.get(k).is_some_and(|have| have == v),
+                None => labels.contains_key(want.as_str()),
+            })
+        })
+    }
+
     /// A boolean filter (`dangling=true`): `None` when not given; docker's
     /// spellings `true/1` and `false/0`; conflicting values are refused.
     pub fn bool_value(&self, name: &str) -> Result<Option<bool>, FiltersError> {

@@ -15,6 +15,7 @@ mod error;
 mod events;
 mod filters;
 mod hostinfo;
+mod images;
 mod listener;
 mod network_connect;
 pub mod network_types;
@@ -35,7 +36,7 @@ pub use request::{Ctx, Query, RequestBody, JSON_BODY_LIMIT};
 pub use response::{ApiResult, Response};
 pub use router::Router;
 pub use server::Server;
-pub use state::AppState;
+pub use state::{AppState, ImageUsers};
 pub use version::{
     ApiVersion, API_VERSION, BERTH_VERSION, ENGINE_VERSION, GIT_COMMIT, MIN_API_VERSION,
     RUSTC_VERSION,
@@ -45,6 +46,7 @@ pub use version::{
 pub fn router() -> Router {
     let router = system::routes(Router::new());
     let router = networks::routes(router);
+    let router = images::routes(router);
     let router = network_connect::routes(router);
     let router = containers::routes(router);
     let router = container_io::routes(router);

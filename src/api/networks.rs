@@ -122,7 +122,7 @@ async fn prune(ctx: Ctx) -> ApiResult {
         if PREDEFINED.contains(&spec.name.as_str())
             || !controller.network_endpoints(&spec.id).is_empty()
             || !filters.match_labels("label", &spec.labels)
-            || (filters.contains("label!") && matches_any_label(&filters, &spec.labels))
+            || filters.any_label_matches("label!", &spec.labels)
         {
             continue;
         }
@@ -143,18 +143,4 @@ async fn prune(ctx: Ctx) -> ApiResult {
         }
     }
     ok(&json!({ "NetworksDeleted": deleted }))
-}
-
-/// `label!`: the network is excluded when any of the given labels matches.
-fn matches_any_label(
-    filters: &super::Filters,
-    labels: &std::collections::BTreeMap<String, String>,
-) -> bool {
-    filters
-        .values("label!")
-        .iter()
-        .any(|want| match want.split_once('=') {
-            Some((k, v)) => labels.get(k).is_some_and(|have| have == v),
-            None => labels.contains_key(*want),
-        })
 }

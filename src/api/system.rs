@@ -92,6 +92,7 @@ async fn version(_ctx: Ctx) -> ApiResult {
 /// `GET /info`: the fields `docker info` prints, with the host's real values.
 async fn info(ctx: Ctx) -> ApiResult {
     let config = &ctx.state().config;
+    let images = ctx.state().images()?.list().len();
     let (operating_system, os_version) = hostinfo::os_release();
     let cgroups = hostinfo::cgroups();
     let pools: Vec<Value> = config
@@ -146,7 +147,7 @@ async fn info(ctx: Ctx) -> ApiResult {
         // berthd does not pause containers.
         "ContainersPaused": 0,
         "ContainersStopped": total - running,
-        "Images": 0,
+        "Images": images,
         "Driver": "overlayfs",
         "DriverStatus": [["driver-type", "io.containerd.snapshotter.v1"]],
         "Plugins": plugins,
@@ -216,16 +217,18 @@ mod tests {
     use hyper::Request;
 
     use super::*;
-    use crate::api::state::tests::test_state;
+    use crate::api::state::tests::test_state_with_images;
 
     async fn call(method: &str, uri: &str) -> (hyper::Response<()>, Bytes) {
+        let dir = tempfile::tempdir().unwrap();
         let router = routes(Router::new());
         let req = Request::builder()
             .method(method)
             .uri(uri)
             .body(Full::new(Bytes::new()))
             .unwrap();
-        let (parts, body) = router.dispatch(test_state(), req).await.into_parts();
+        let state = test_state_with_images(dir.path()).await;
+        let (parts, body) = router.dispatch(state, req).await.into_parts();
         let bytes = body.collect().await.unwrap().to_bytes();
         (hyper::Response::from_parts(parts, ()), bytes)
     }
@@ -265,6 +268,7 @@ mod tests {
         let (_, body) = call("GET", "/info").await;
         let v: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["ID"], "test-engine");
+        assert_eq!(v["Images"], 0);
         assert_eq!(v["DockerRootDir"], "/var/lib/berth");
         assert_eq!(v["Plugins"]["Network"], json!(["bridge", "host", "null"]));
         assert_eq!(v["Swarm"]["LocalNodeState"], "inactive");

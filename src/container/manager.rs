@@ -124,11 +124,6 @@ impl ContainerManager {
         self.images.get(name).ok().map(|i| i.id)
     }
 
-    /// Whether any container uses the image `id` (`sha256:…`).
-    pub fn image_in_use(&self, id: &str) -> bool {
-        self.store.list().iter().any(|e| e.record().image_id == id)
-    }
-
     // ---- create -----------------------------------------------------------
 
     /// `POST /containers/create`: returns the new container's id.
@@ -918,6 +913,17 @@ impl ContainerManager {
             })
         });
         futures::future::join_all(stops).await;
+    }
+}
+
+/// Images a container (running or not) was created from cannot be removed
+/// without force, as with dockerd.
+impl crate::api::ImageUsers for ContainerManager {
+    fn uses_image(&self, image_id: &str) -> bool {
+        self.store
+            .list()
+            .iter()
+            .any(|e| e.record().image_id == image_id)
     }
 }
 

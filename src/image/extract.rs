@@ -78,13 +78,22 @@ pub(crate) enum Whiteouts {
     Refuse,
 }
 
-/// Applies the tar stream in `reader` onto `root` and returns the diff id
-/// (`sha256:` of the uncompressed tar, all of it).
+/// What applying a layer found out about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AppliedLayer {
+    /// `sha256:` of the uncompressed tar, all of it.
+    pub diff_id: String,
+    /// Bytes of content the layer adds (regular files and symlink targets,
+    /// hard links once), as dockerd measures a layer for `docker history`.
+    pub size: u64,
+}
+
+/// Applies the tar stream in `reader` onto `root`.
 pub(crate) fn apply_layer<R: Read>(
     root: &Path,
     reader: R,
     whiteouts: Whiteouts,
-) -> Result<String, ImageError> {
+) -> Result<AppliedLayer, ImageError> {
     let plain = decompressed(reader).map_err(|e| bad(format!("reading archive: {e}")))?;
     let hashing = HashingReader {
         inner: plain,
@@ -100,6 +109,7 @@ pub(crate) fn apply_layer<R: Read>(
         root,
         whiteouts,
         created: HashSet::new(),
+        size: 0,
     };
     let entries = archive
         .entries()
@@ -111,7 +121,10 @@ pub(crate) fn apply_layer<R: Read>(
     // The diff id covers the whole stream, end-of-archive blocks included.
     let mut rest = archive.into_inner();
     io::copy(&mut rest, &mut io::sink()).map_err(|e| bad(format!("reading archive: {e}")))?;
-    Ok(format!("sha256:{}", hex::encode(rest.hasher.finalize())))
+    Ok(AppliedLayer {
+        diff_id: format!("sha256:{}", hex::encode(rest.hasher.finalize())),
+        size: layer.size,
+    })
 }
 
 struct Layer<'a> {
@@ -120,6 +133,8 @@ struct Layer<'a> {
     /// Paths (relative, as in the tar) this layer has written: an opaque
     /// whiteout must keep them.
     created: HashSet<PathBuf>,
+    /// Content bytes written so far (see [`AppliedLayer::size`]).
+    size: u64,
 }
 
 impl Layer<'_> {
@@ -169,6 +184,13 @@ impl Layer<'_> {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_at(&dst)(e)),
         }
+        self.size += match kind {
+            EntryType::Regular | EntryType::Continuous => entry.header().size().unwrap_or(0),
+            EntryType::Symlink => entry
+                .link_name_bytes()
+                .map_or(0, |target| target.len() as u64),
+            _ => 0,
+        };
         match kind {
             EntryType::Link => self.hard_link(entry, &dst)?,
             EntryType::Char | EntryType::Block | EntryType::Fifo => make_node(entry, &dst)?,
@@ -438,8 +460,10 @@ mod tests {
             special(b, "bin/alias", EntryType::Symlink, "/bin/tool");
             special(b, "bin/hard", EntryType::Link, "bin/tool");
         });
-        let id = apply_layer(root.path(), &data[..], Whiteouts::Apply).unwrap();
+        let applied = apply_layer(root.path(), &data[..], Whiteouts::Apply).unwrap();
+        let id = applied.diff_id;
         assert_eq!(id, digest(&data));
+        assert_eq!(applied.size, 5 + "/bin/tool".len() as u64);
         let meta = fs::metadata(root.path().join("bin/tool")).unwrap();
         assert_eq!(
             (meta.uid(), meta.gid(), meta.mode() & 0o7777),
@@ -462,7 +486,9 @@ mod tests {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         io::Write::write_all(&mut gz, &data).unwrap();
         let other = tempfile::tempdir().unwrap();
-        let gz_id = apply_layer(other.path(), &gz.finish().unwrap()[..], Whiteouts::Apply).unwrap();
+        let gz_id = apply_layer(other.path(), &gz.finish().unwrap()[..], Whiteouts::Apply)
+            .unwrap()
+            .diff_id;
         assert_eq!(gz_id, id);
     }
 

@@ -5,18 +5,22 @@
 //! names live in `<root>/repositories.json`. There are no shared layers: a
 //! container's overlay uses the whole image rootfs as its lower directory.
 
+mod changes;
 mod extract;
 pub mod reference;
 mod store;
 pub mod types;
+mod view;
 
 use std::path::PathBuf;
 
 use netcontroller::error::{ErrorKind, Kind};
 
+pub use changes::run_config_from_changes;
 pub use reference::Reference;
-pub use store::{Image, ImageStore, ImportOptions, LoadedImage};
-pub use types::{DeleteItem, ImageConfig, ImageInspect, ImageSummary, RunConfig};
+pub use store::{ImageStore, ImportOptions, LoadedImage};
+pub use types::{DeleteItem, HistoryItem, ImageConfig, ImageInspect, ImageSummary, RunConfig};
+pub use view::Image;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
@@ -28,6 +32,9 @@ pub enum ImageError {
     Conflict(String),
     #[error("invalid reference format: {0:?}")]
     InvalidReference(String),
+    /// A `docker import --change` instruction berthd cannot apply.
+    #[error("{0}")]
+    InvalidChange(String),
     #[error("invalid image archive: {0}")]
     InvalidArchive(String),
     #[error("{}: {source}", path.display())]
@@ -41,9 +48,10 @@ impl Kind for ImageError {
     fn kind(&self) -> ErrorKind {
         match self {
             ImageError::NotFound(_) => ErrorKind::NotFound,
-            ImageError::Conflict(_) => ErrorKind::Conflict,
-            ImageError::Ambiguous(_)
-            | ImageError::InvalidReference(_)
+            // The name is well-formed but matches several images: a conflict.
+            ImageError::Conflict(_) | ImageError::Ambiguous(_) => ErrorKind::Conflict,
+            ImageError::InvalidReference(_)
+            | ImageError::InvalidChange(_)
             | ImageError::InvalidArchive(_) => ErrorKind::InvalidArgument,
             ImageError::Io { .. } => ErrorKind::System,
         }

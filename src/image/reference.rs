@@ -69,6 +69,98 @@ impl Reference {
     }
 }
 
+impl Reference {
+    /// The `reference` filter of `docker images`: a shell pattern (Go's
+    /// `path.Match`) against `repo:tag` or, failing that, against `repo`.
+    pub fn matches(&self, pattern: &str) -> bool {
+        let pattern: Vec<char> = pattern.chars().collect();
+        let full: Vec<char> = self.to_string().chars().collect();
+        let repo: Vec<char> = self.repo.chars().collect();
+        path_match(&pattern, &full) || path_match(&pattern, &repo)
+    }
+}
+
+/// Go's `path.Match`: `*` is any run of non-`/` characters, `?` one of them,
+/// `[...]` a class (`^` negates, `a-z` ranges), `\` escapes. A malformed
+/// pattern matches nothing.
+fn path_match(pattern: &[char], name: &[char]) -> bool {
+    match pattern.split_first() {
+        None => name.is_empty(),
+        Some(('*', rest)) => {
+            for skip in 0..=name.len() {
+                if path_match(rest, &name[skip..]) {
+                    return true;
+                }
+                if name.get(skip) == Some(&'/') {
+                    break;
+                }
+            }
+            false
+        }
+        Some(('?', rest)) => match name.split_first() {
+            Some((c, tail)) if *c != '/' => path_match(rest, tail),
+            _ => false,
+        },
+        Some(('[', rest)) => {
+            let Some((c, tail)) = name.split_first() else {
+                return false;
+            };
+            match match_class(rest, *c) {
+                Some((true, after)) if *c != '/' => path_match(after, tail),
+                _ => false,
+            }
+        }
+        Some(('\\', rest)) => match (rest.split_first(), name.split_first()) {
+            (Some((p, rest)), Some((c, tail))) if p == c => path_match(rest, tail),
+            _ => false,
+        },
+        Some((p, rest)) => match name.split_first() {
+            Some((c, tail)) if c == p => path_match(rest, tail),
+            _ => false,
+        },
+    }
+}
+
+/// Matches `c` against a class whose `[` is already consumed; returns
+/// whether it matched and the pattern after the closing `]`, or `None` for a
+/// malformed class.
+fn match_class(mut pattern: &[char], c: char) -> Option<(bool, &[char])> {
+    let negated = pattern.first() == Some(&'^');
+    if negated {
+        pattern = &pattern[1..];
+    }
+    let mut matched = false;
+    let mut first = true;
+    loop {
+        match pattern.split_first()? {
+            (']', rest) if !first => return Some((matched != negated, rest)),
+            _ => {}
+        }
+        first = false;
+        let (lo, rest) = class_char(pattern)?;
+        pattern = rest;
+        let hi = match pattern.split_first() {
+            Some(('-', rest)) if rest.first() != Some(&']') => {
+                let (hi, rest) = class_char(rest)?;
+                pattern = rest;
+                hi
+            }
+            _ => lo,
+        };
+        if lo <= c && c <= hi {
+            matched = true;
+        }
+    }
+}
+
+fn class_char(pattern: &[char]) -> Option<(char, &[char])> {
+    match pattern.split_first()? {
+        ('\\', rest) => rest.split_first().map(|(c, rest)| (*c, rest)),
+        (']' | '-', _) => None,
+        (c, rest) => Some((*c, rest)),
+    }
+}
+
 /// Drops the default registry and library prefix, as the docker CLI shows names.
 fn normalize_repo(repo: &str) -> String {
     for prefix in ["docker.io/library/", "index.docker.io/library/"] {
@@ -187,6 +279,26 @@ mod tests {
         ] {
             assert!(Reference::parse(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn reference_filter_patterns() {
+        let r = Reference::parse("localhost:5000/team/app:v1").unwrap();
+        assert!(r.matches("localhost:5000/team/app"));
+        assert!(r.matches("localhost:5000/team/app:v1"));
+        assert!(r.matches("localhost:5000/team/*"));
+        assert!(r.matches("localhost:5000/team/app:v?"));
+        assert!(r.matches("*/*/app:[uv][0-9]"));
+        assert!(!r.matches("*/app"));
+        assert!(!r.matches("localhost:5000/team/app:v2"));
+        let b = Reference::parse("busybox").unwrap();
+        assert!(b.matches("busybox"));
+        assert!(b.matches("busy*"));
+        assert!(b.matches("b[^a]sybox:latest"));
+        assert!(!b.matches("b[a]sybox"));
+        assert!(!b.matches("busybox:1*"));
+        assert!(!b.matches("[busybox"));
+        assert!(b.matches("busy\\box"));
     }
 
     #[test]

@@ -14,10 +14,8 @@ use tokio_util::io::SyncIoBridge;
 
 use super::extract::{apply_layer, clean_relative, digest, disk_size, resolve, Whiteouts};
 use super::reference::Reference;
-use super::types::{
-    DeleteItem, GraphDriver, History, ImageConfig, ImageInspect, ImageMetadata, ImageSummary,
-    InspectRootFs, RootFs, RunConfig,
-};
+use super::types::{DeleteItem, History, ImageConfig, RootFs, RunConfig};
+use super::view::Image;
 use super::ImageError;
 
 type Result<T, E = ImageError> = std::result::Result<T, E>;
@@ -27,8 +25,6 @@ const CONFIG: &str = "config.json";
 const METADATA: &str = "metadata.json";
 const ROOTFS: &str = "rootfs";
 const TMP: &str = "tmp";
-/// Go's zero time, which dockerd prints for "never".
-const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> ImageError + '_ {
     move |source| ImageError::Io {
@@ -64,99 +60,8 @@ fn go_arch() -> &'static str {
     }
 }
 
-fn rfc3339(t: &DateTime<Utc>) -> String {
+pub(super) fn rfc3339(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
-}
-
-/// An image as callers see it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Image {
-    /// `sha256:<hex>`.
-    pub id: String,
-    pub config: ImageConfig,
-    /// `repo:tag` names, sorted.
-    pub repo_tags: Vec<String>,
-    /// Bytes of the unpacked rootfs.
-    pub size: u64,
-    pub last_tag_time: Option<DateTime<Utc>>,
-    /// The unpacked root filesystem (an overlay lower directory).
-    pub rootfs: PathBuf,
-}
-
-impl Image {
-    fn created(&self) -> Option<DateTime<Utc>> {
-        let text = self.config.created.as_deref()?;
-        DateTime::parse_from_rfc3339(text)
-            .ok()
-            .map(|t| t.with_timezone(&Utc))
-    }
-
-    /// The `GET /images/json` entry.
-    pub fn summary(&self) -> ImageSummary {
-        let size = i64::try_from(self.size).unwrap_or(i64::MAX);
-        ImageSummary {
-            id: self.id.clone(),
-            parent_id: String::new(),
-            repo_tags: self.repo_tags.clone(),
-            repo_digests: Vec::new(),
-            created: self.created().map_or(0, |t| t.timestamp()),
-            size,
-            shared_size: -1,
-            virtual_size: size,
-            labels: self
-                .config
-                .config
-                .as_ref()
-                .and_then(|c| c.labels.clone())
-                .unwrap_or_default(),
-            containers: -1,
-        }
-    }
-
-    /// The `GET /images/{name}/json` answer.
-    pub fn inspect(&self) -> ImageInspect {
-        let size = i64::try_from(self.size).unwrap_or(i64::MAX);
-        ImageInspect {
-            id: self.id.clone(),
-            repo_tags: self.repo_tags.clone(),
-            repo_digests: Vec::new(),
-            parent: String::new(),
-            comment: self.config.comment.clone().unwrap_or_default(),
-            created: self
-                .config
-                .created
-                .clone()
-                .unwrap_or_else(|| ZERO_TIME.to_string()),
-            container: String::new(),
-            container_config: RunConfig::default(),
-            docker_version: self.config.docker_version.clone().unwrap_or_default(),
-            author: self.config.author.clone().unwrap_or_default(),
-            config: self.config.config.clone().unwrap_or_default(),
-            architecture: self.config.architecture.clone(),
-            variant: self.config.variant.clone(),
-            os: self.config.os.clone(),
-            size,
-            virtual_size: size,
-            // One unpacked directory per image, as docker's vfs driver.
-            graph_driver: GraphDriver {
-                name: "vfs".to_string(),
-                data: BTreeMap::from([(
-                    "RootDir".to_string(),
-                    self.rootfs.to_string_lossy().into_owned(),
-                )]),
-            },
-            root_fs: InspectRootFs {
-                typ: "layers".to_string(),
-                layers: self.config.rootfs.diff_ids.clone(),
-            },
-            metadata: ImageMetadata {
-                last_tag_time: self
-                    .last_tag_time
-                    .as_ref()
-                    .map_or_else(|| ZERO_TIME.to_string(), rfc3339),
-            },
-        }
-    }
 }
 
 /// What `docker import` may add besides the tarball.
@@ -183,6 +88,10 @@ struct Metadata {
     size: u64,
     #[serde(default)]
     last_tag_time: Option<DateTime<Utc>>,
+    /// Content bytes of each layer, bottom first (for `docker history`);
+    /// empty for images stored before berthd recorded them.
+    #[serde(default)]
+    layer_sizes: Vec<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -327,6 +236,7 @@ impl Inner {
             repo_tags,
             size: record.meta.size,
             last_tag_time: record.meta.last_tag_time,
+            layer_sizes: record.meta.layer_sizes.clone(),
             rootfs: self.image_dir(hex).join(ROOTFS),
         })
     }
@@ -356,7 +266,7 @@ impl Inner {
                 return Ok((first.clone(), None));
             }
         }
-        Err(ImageError::NotFound(name.to_string()))
+        Err(not_found(name))
     }
 
     /// Moves a finished image directory into place (another import of the
@@ -403,7 +313,7 @@ impl Inner {
         let tmp = self.temp_dir()?;
         let rootfs = tmp.path.join(ROOTFS);
         fs::create_dir(&rootfs).map_err(io_at(&rootfs))?;
-        let diff_id = apply_layer(&rootfs, reader, Whiteouts::Apply)?;
+        let layer = apply_layer(&rootfs, reader, Whiteouts::Apply)?;
         let now = rfc3339(&Utc::now());
         let comment = opts
             .message
@@ -422,7 +332,7 @@ impl Inner {
             os: "linux".to_string(),
             rootfs: RootFs {
                 typ: "layers".to_string(),
-                diff_ids: vec![diff_id],
+                diff_ids: vec![layer.diff_id],
             },
             ..Default::default()
         };
@@ -431,6 +341,7 @@ impl Inner {
         let meta = Metadata {
             size: disk_size(&rootfs).map_err(io_at(&rootfs))?,
             last_tag_time: None,
+            layer_sizes: vec![layer.size],
         };
         write_atomic(&tmp.path.join(CONFIG), &bytes)?;
         write_atomic(
@@ -519,18 +430,22 @@ impl Inner {
         let tmp = self.temp_dir()?;
         let rootfs = tmp.path.join(ROOTFS);
         fs::create_dir(&rootfs).map_err(io_at(&rootfs))?;
+        let mut layer_sizes = Vec::with_capacity(entry.layers.len());
         for (layer, expected) in entry.layers.iter().zip(&config.rootfs.diff_ids) {
             let (_, file) = open(layer)?;
-            let diff_id = apply_layer(&rootfs, io::BufReader::new(file), Whiteouts::Apply)?;
-            if &diff_id != expected {
+            let applied = apply_layer(&rootfs, io::BufReader::new(file), Whiteouts::Apply)?;
+            if &applied.diff_id != expected {
                 return Err(ImageError::InvalidArchive(format!(
-                    "layer {layer} has digest {diff_id}, the config says {expected}"
+                    "layer {layer} has digest {}, the config says {expected}",
+                    applied.diff_id
                 )));
             }
+            layer_sizes.push(applied.size);
         }
         let meta = Metadata {
             size: disk_size(&rootfs).map_err(io_at(&rootfs))?,
             last_tag_time: None,
+            layer_sizes,
         };
         write_atomic(&tmp.path.join(CONFIG), &bytes)?;
         write_atomic(
@@ -605,6 +520,16 @@ impl Inner {
     }
 }
 
+/// dockerd's "No such image": a name is shown with its tag (`foo:latest`),
+/// a full id as given.
+fn not_found(name: &str) -> ImageError {
+    let shown = match Reference::parse(name) {
+        Ok(r) if hex_of(name).len() != 64 => r.to_string(),
+        _ => name.to_string(),
+    };
+    ImageError::NotFound(shown)
+}
+
 fn read_record(dir: &Path) -> Result<Record> {
     let config_path = dir.join(CONFIG);
     let bytes = fs::read(&config_path).map_err(io_at(&config_path))?;
@@ -619,6 +544,7 @@ fn read_record(dir: &Path) -> Result<Record> {
             Metadata {
                 size: disk_size(&rootfs).map_err(io_at(&rootfs))?,
                 last_tag_time: None,
+                layer_sizes: Vec::new(),
             }
         }
         Err(e) => return Err(io_at(&meta_path)(e)),

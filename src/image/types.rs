@@ -167,6 +167,21 @@ pub struct ImageInspect {
     pub metadata: ImageMetadata,
 }
 
+/// An entry of `GET /images/{name}/history` (`docker history`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct HistoryItem {
+    /// The image id for the newest entry, `<missing>` for the others.
+    pub id: String,
+    /// Unix seconds.
+    pub created: i64,
+    pub created_by: String,
+    /// The image's names, on the newest entry only.
+    pub tags: Option<Vec<String>>,
+    pub size: i64,
+    pub comment: String,
+}
+
 /// One line of the `DELETE /images/{name}` answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DeleteItem {

@@ -13,8 +13,11 @@
 // Each test binary uses a different part of the harness.
 #![allow(dead_code)]
 
+pub mod invariants;
+pub mod rootfs;
+
 use std::fs::{self, OpenOptions};
-use std::io;
+use std::io::{self, Write};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -30,6 +33,8 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 use tempfile::TempDir;
+
+pub use rootfs::busybox_tar;
 
 pub const BERTHD: &str = env!("CARGO_BIN_EXE_berthd");
 
@@ -633,17 +638,8 @@ impl Daemon {
 
     /// The real docker CLI against this daemon, with a private client config.
     pub fn docker(&self, args: &[&str]) -> Output {
-        Command::new("timeout")
-            .arg(DOCKER_BOUND_SECS)
-            .arg("docker")
-            .arg("-H")
-            .arg(format!("unix://{}", self.paths.socket.display()))
+        self.docker_command()
             .args(args)
-            .env("DOCKER_CONFIG", self.paths.root.join("docker-config"))
-            .env_remove("DOCKER_HOST")
-            .env_remove("DOCKER_CONTEXT")
-            .env_remove("DOCKER_API_VERSION")
-            .env_remove("DOCKER_TLS_VERIFY")
             .stdin(Stdio::null())
             .output()
             .expect("run docker")
@@ -652,6 +648,51 @@ impl Daemon {
     /// Runs the docker CLI, asserts success and returns stdout.
     pub fn docker_ok(&self, args: &[&str]) -> String {
         check(self.docker(args), &format!("docker {args:?}"))
+    }
+
+    fn docker_command(&self) -> Command {
+        let mut cmd = Command::new("timeout");
+        cmd.arg(DOCKER_BOUND_SECS)
+            .arg("docker")
+            .arg("-H")
+            .arg(format!("unix://{}", self.paths.socket.display()))
+            .env("DOCKER_CONFIG", self.paths.root.join("docker-config"))
+            .env_remove("DOCKER_HOST")
+            .env_remove("DOCKER_CONTEXT")
+            .env_remove("DOCKER_API_VERSION")
+            .env_remove("DOCKER_TLS_VERIFY");
+        cmd
+    }
+
+    /// The docker CLI with `input` on its stdin (`docker import -`,
+    /// `docker load`).
+    pub fn docker_stdin(&self, args: &[&str], input: &[u8]) -> Output {
+        let mut child = self
+            .docker_command()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run docker");
+        let mut stdin = child.stdin.take().expect("docker stdin");
+        // Written from a thread: the CLI may answer before reading it all.
+        let input = input.to_vec();
+        let writer = thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        });
+        let output = child.wait_with_output().expect("wait for docker");
+        let _ = writer.join();
+        output
+    }
+
+    /// `docker import - busybox:latest` with [`busybox_tar`]; returns the
+    /// image id (`sha256:…`).
+    pub fn import_busybox(&self) -> String {
+        let out = self.docker_stdin(&["import", "-", "busybox:latest"], &busybox_tar());
+        check(out, "docker import - busybox:latest")
+            .trim()
+            .to_string()
     }
 
     /// Runs a command in the daemon's network namespace.

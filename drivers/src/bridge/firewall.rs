@@ -2,6 +2,7 @@
 //! programming, fed from the driver's parsed options.
 
 use std::net::Ipv4Addr;
+use std::sync::{mpsc, Arc};
 
 use async_trait::async_trait;
 use netcontroller::driver::{DriverError, DriverResult};
@@ -10,25 +11,65 @@ use netcontroller::model::{NetworkSpec, PortBinding};
 
 use super::{BridgeFirewall, BridgeNetwork};
 
+/// A firewall call queued for the worker thread.
+type Job = Box<dyn FnOnce(&Firewall) + Send>;
+
 /// iptables rules for bridge networks and their published ports.
 ///
-/// The calls run `iptables-save`/`iptables-restore` synchronously on the
-/// calling task's thread: that thread is in the daemon's namespace (tests
-/// run the driver on a thread that entered theirs), which a blocking-pool
-/// thread would not be guaranteed to be. Each call is one batch (~10 ms).
+/// Each call runs `iptables-save`/`iptables-restore` (one batch, ~5-10 ms)
+/// on one worker thread of its own: never on a runtime worker, where it
+/// would stall every other request for that long, and not on the blocking
+/// pool, whose threads need not be in the daemon's network namespace (the
+/// worker is spawned by the thread that calls [`IptablesFirewall::new`] and
+/// inherits its namespace; tests run the driver inside namespaces of theirs).
 pub struct IptablesFirewall {
-    fw: Firewall,
+    fw: Arc<Firewall>,
+    jobs: mpsc::Sender<Job>,
 }
 
 impl IptablesFirewall {
-    /// Installs the base chains and jumps (idempotent) and returns the firewall.
+    /// Installs the base chains and jumps (idempotent), starts the worker
+    /// and returns the firewall.
     pub fn new(fw: Firewall) -> Result<Self, FirewallError> {
         fw.setup_base()?;
-        Ok(IptablesFirewall { fw })
+        let fw = Arc::new(fw);
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let worker = fw.clone();
+        std::thread::Builder::new()
+            .name("firewall".into())
+            .spawn(move || {
+                for job in queue {
+                    job(&worker);
+                }
+            })
+            .map_err(|source| FirewallError::Spawn {
+                program: "the firewall thread",
+                source,
+            })?;
+        Ok(IptablesFirewall { fw, jobs })
     }
 
     pub fn firewall(&self) -> &Firewall {
         &self.fw
+    }
+
+    /// Runs `call` on the worker thread and waits for it without blocking
+    /// the runtime.
+    async fn run<F>(&self, context: &'static str, call: F) -> DriverResult<()>
+    where
+        F: FnOnce(&Firewall) -> Result<(), FirewallError> + Send + 'static,
+    {
+        let (done, result) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |fw| {
+            let _ = done.send(call(fw));
+        });
+        self.jobs
+            .send(job)
+            .map_err(|_| DriverError::system(context, "the firewall thread is gone"))?;
+        result
+            .await
+            .map_err(|_| DriverError::system(context, "the firewall thread is gone"))?
+            .map_err(|e| fw_error(context, e))
     }
 }
 
@@ -53,15 +94,19 @@ fn fw_error(context: &str, e: FirewallError) -> DriverError {
 #[async_trait]
 impl BridgeFirewall for IptablesFirewall {
     async fn network_up(&self, net: &NetworkSpec, bridge: &BridgeNetwork) -> DriverResult<()> {
-        self.fw
-            .add_network(&rules(net, bridge)?)
-            .map_err(|e| fw_error("adding the network's iptables rules", e))
+        let rules = rules(net, bridge)?;
+        self.run("adding the network's iptables rules", move |fw| {
+            fw.add_network(&rules)
+        })
+        .await
     }
 
     async fn network_down(&self, net: &NetworkSpec, bridge: &BridgeNetwork) -> DriverResult<()> {
-        self.fw
-            .remove_network(&rules(net, bridge)?)
-            .map_err(|e| fw_error("removing the network's iptables rules", e))
+        let rules = rules(net, bridge)?;
+        self.run("removing the network's iptables rules", move |fw| {
+            fw.remove_network(&rules)
+        })
+        .await
     }
 
     async fn ports_up(
@@ -70,9 +115,9 @@ impl BridgeFirewall for IptablesFirewall {
         container_ip: Ipv4Addr,
         bindings: &[PortBinding],
     ) -> DriverResult<()> {
-        self.fw
-            .add_ports(&port_rules(bridge, container_ip, bindings))
-            .map_err(|e| fw_error("adding port rules", e))
+        let rules = port_rules(bridge, container_ip, bindings);
+        self.run("adding port rules", move |fw| fw.add_ports(&rules))
+            .await
     }
 
     async fn ports_down(
@@ -81,9 +126,9 @@ impl BridgeFirewall for IptablesFirewall {
         container_ip: Ipv4Addr,
         bindings: &[PortBinding],
     ) -> DriverResult<()> {
-        self.fw
-            .remove_ports(&port_rules(bridge, container_ip, bindings))
-            .map_err(|e| fw_error("removing port rules", e))
+        let rules = port_rules(bridge, container_ip, bindings);
+        self.run("removing port rules", move |fw| fw.remove_ports(&rules))
+            .await
     }
 }
 

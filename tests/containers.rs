@@ -741,6 +741,18 @@ fn api_lifecycle_wait_kill_logs_events_and_bad_input() {
         ),
         (serde_json::json!({"Image": "busybox"}), ""),
         (
+            serde_json::json!({"Image": "busybox", "Cmd": ["true"], "HostConfig": {"Binds": ["relative:/data"]}}),
+            "",
+        ),
+        (
+            serde_json::json!({"Image": "busybox", "Cmd": ["true"], "User": "nobody"}),
+            "",
+        ),
+        (
+            serde_json::json!({"Image": "busybox", "Cmd": ["true"], "HostConfig": {"NetworkMode": "container:nope"}}),
+            "",
+        ),
+        (
             serde_json::json!({"Image": "busybox", "Cmd": ["true"]}),
             "?name=trapper",
         ),

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use netcontroller::controller::{Controller, PREDEFINED};
 
 use super::error::{ContainerError, Result};
+use super::manager::{parse_binds, parse_user};
 use super::record::{Attachment, ContainerRecord, NetworkMode, RunState};
 use crate::api::container_types::{port_requests, CreateBody, StringOrVec};
 use crate::image::{Image, RunConfig};
@@ -98,6 +99,9 @@ pub fn build_record(
         )));
     }
     let ports = port_requests(&body.config, &body.host_config).map_err(invalid)?;
+    // Checked now rather than at the first start, as dockerd does.
+    parse_binds(body.host_config.binds.as_deref().unwrap_or(&[]))?;
+    parse_user(&body.config.user)?;
     let policy = &body.host_config.restart_policy;
     match policy.name.as_str() {
         "" | "no" | "always" | "unless-stopped" | "on-failure" => {}

@@ -1005,7 +1005,7 @@ impl NetFiles {
 }
 
 /// `-v /host:/ctr[:ro]` (bind mounts only; named volumes are not supported).
-fn parse_binds(binds: &[String]) -> Result<Vec<BindMount>> {
+pub(crate) fn parse_binds(binds: &[String]) -> Result<Vec<BindMount>> {
     binds
         .iter()
         .map(|b| {
@@ -1030,7 +1030,7 @@ fn parse_binds(binds: &[String]) -> Result<Vec<BindMount>> {
 }
 
 /// `Config.User`: numeric `uid[:gid]`, or `root`.
-fn parse_user(user: &str) -> Result<UserIds> {
+pub(crate) fn parse_user(user: &str) -> Result<UserIds> {
     if user.is_empty() {
         return Ok(UserIds::default());
     }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use netcontroller::controller::{Controller, PREDEFINED};
 
 use super::error::{ContainerError, Result};
-use super::manager::{parse_binds, parse_user};
+use super::options::{parse_binds, parse_user};
 use super::record::{Attachment, ContainerRecord, NetworkMode, RunState};
 use crate::api::container_types::{port_requests, CreateBody, StringOrVec};
 use crate::image::{Image, RunConfig};

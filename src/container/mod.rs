@@ -20,6 +20,7 @@ pub mod logs;
 pub mod manager;
 pub mod names;
 pub mod netfiles;
+pub mod options;
 pub mod record;
 pub mod rootfs;
 pub mod runtime;

@@ -12,13 +12,13 @@ TEST_PACKAGES := $(RUN_PACKAGES) util-linux coreutils curl busybox-static
 # Extra berthd flags for `make run`, e.g. make run ARGS="--bip 10.5.0.1/24 -D"
 ARGS ?=
 
-.PHONY: run test deps-run deps-test docker-cli
+.PHONY: run test deps-run deps-test docker-cli docker-sdk
 
 run: deps-run
 	cargo build --release --bin berthd
 	./target/release/berthd $(ARGS)
 
-test: deps-test docker-cli
+test: deps-test docker-cli docker-sdk
 	cargo test --workspace
 
 # Installs the named packages that dpkg does not report as installed;
@@ -53,3 +53,16 @@ docker-cli:
 	  install -m 0755 root/usr/bin/docker /usr/local/bin/docker && \
 	  rm -rf "$$tmp"; \
 	fi
+
+# tests/sdk.rs drives berthd with the Docker SDK for Python, from PyPI when
+# the python3 on PATH lacks it (python3 and pip from Debian when missing).
+docker-sdk:
+	@python3 -c 'import docker' 2>/dev/null || { \
+	  echo "installing the Docker SDK for Python"; \
+	  python3 -m pip --version >/dev/null 2>&1 || { \
+	    apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3 python3-pip </dev/null; \
+	  }; \
+	  python3 -m pip install --quiet docker 2>/dev/null || \
+	  python3 -m pip install --quiet --break-system-packages docker; \
+	}

@@ -281,9 +281,10 @@ fn an_exhausted_pool_answers_dockerds_message() {
     }
     let before = names(&d);
     let r = d.post("/networks/create", &json!({"Name": "three"}));
+    // dockerd answers 404 here (libnetwork's "not found" kind).
     assert_error(
         &r,
-        500,
+        404,
         "could not find an available, non-overlapping IPv4 address pool among the defaults to assign to the network",
     );
     assert_eq!(names(&d), before);
@@ -423,10 +424,14 @@ fn list_filters_over_the_api() {
 
     for (filters, message) in [
         (json!({"colour": ["red"]}), "invalid filter 'colour'"),
-        (json!({"type": ["weird"]}), "invalid filter 'type=weird'"),
+        (json!({"type": ["weird"]}), "invalid filter: 'type'='weird'"),
         (
             json!({"dangling": ["perhaps"]}),
-            "invalid filter 'dangling=perhaps'",
+            r#"invalid value for filter 'dangling', must be "true" (or "1"), or "false" (or "0")"#,
+        ),
+        (
+            json!({"dangling": ["true", "false"]}),
+            r#"got more than one value for filter key "dangling""#,
         ),
     ] {
         let q = percent_encode(&filters.to_string());

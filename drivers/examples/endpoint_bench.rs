@@ -4,21 +4,27 @@
 //!   does) against create on the daemon side + move + rename (what dockerd
 //!   does), the pair ending as `eth0` in the sandbox either way;
 //! - `create_netns` for each sandbox;
-//! - the bridge driver's `join` and `leave`, one sandbox per endpoint.
+//! - the bridge driver's `join` and `leave`, one sandbox per endpoint;
+//! - iptables: ROUNDS rules as one `iptables` process each against one
+//!   `iptables-restore --noflush` batch, and the firewall's per-network
+//!   `add_network`/`remove_network` (each one snapshot + one batch).
 //!
 //! `cargo run -p drivers --example endpoint_bench [ROUNDS]` (default 50);
 //! prints the median, min and max of each in microseconds.
 
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use drivers::bridge::{BridgeConfig, BridgeDriver};
 use futures::TryStreamExt;
 use ipnetwork::Ipv4Network;
 use netcontroller::driver::Driver;
+use netcontroller::firewall::{BridgeRules, Firewall, FirewallOptions};
 use netcontroller::model::{EndpointSpec, IpamPool, JoinSpec, MacAddr, NetworkSpec};
 use netcontroller::osl::{create_netns, delete_netns, run_in_netns, NetlinkHandle, VethPair};
 use rtnetlink::{LinkUnspec, LinkVeth};
@@ -140,6 +146,99 @@ async fn veth_move_rename(daemon: &Path, sandbox: &Path, rounds: usize) -> Vec<D
     samples
 }
 
+fn iptables(args: &[&str]) {
+    let status = Command::new("iptables")
+        .args(args)
+        .status()
+        .expect("run iptables");
+    assert!(status.success(), "iptables {args:?}");
+}
+
+/// The source address of the bench's i-th rule.
+fn source(i: usize) -> String {
+    format!("10.201.{}.{}/32", i / 250, i % 250 + 1)
+}
+
+/// Each `iptables` call's duration, one process per rule.
+fn per_rule(op: &str, rounds: usize) -> Vec<Duration> {
+    (0..rounds)
+        .map(|i| {
+            let started = Instant::now();
+            iptables(&["-w", op, "BENCH-ONE", "-s", &source(i), "-j", "ACCEPT"]);
+            started.elapsed()
+        })
+        .collect()
+}
+
+/// `rounds` rules added to, then deleted from, a fresh chain with one
+/// `iptables-restore --noflush` each way.
+fn batched(rounds: usize) -> (Duration, Duration) {
+    let script = |op: &str| {
+        let mut text = String::from("*filter\n");
+        for i in 0..rounds {
+            text.push_str(&format!("{op} BENCH-BATCH -s {} -j ACCEPT\n", source(i)));
+        }
+        text.push_str("COMMIT\n");
+        text
+    };
+    iptables(&["-w", "-N", "BENCH-BATCH"]);
+    let added = restore(&script("-A"));
+    let deleted = restore(&script("-D"));
+    iptables(&["-w", "-X", "BENCH-BATCH"]);
+    (added, deleted)
+}
+
+fn restore(script: &str) -> Duration {
+    let started = Instant::now();
+    let mut child = Command::new("iptables-restore")
+        .args(["-w", "--noflush"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("run iptables-restore");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "iptables-restore");
+    started.elapsed()
+}
+
+/// The firewall's per-network calls, `rounds` networks added then removed.
+fn firewall_networks(rounds: usize) -> (Vec<Duration>, Vec<Duration>) {
+    let fw = Firewall::new(FirewallOptions {
+        userland_proxy: true,
+        forward_policy_drop: true,
+    });
+    fw.setup_base().expect("base chains");
+    let nets: Vec<BridgeRules> = (0..rounds)
+        .map(|i| BridgeRules {
+            bridge: format!("br-bench{i:05}"),
+            subnet: Ipv4Network::new(
+                std::net::Ipv4Addr::new(10, 210 + (i / 250) as u8, (i % 250) as u8, 0),
+                24,
+            )
+            .unwrap(),
+            icc: true,
+            masquerade: true,
+            internal: false,
+        })
+        .collect();
+    let timed = |f: &dyn Fn(&BridgeRules)| {
+        nets.iter()
+            .map(|n| {
+                let started = Instant::now();
+                f(n);
+                started.elapsed()
+            })
+            .collect::<Vec<_>>()
+    };
+    let added = timed(&|n| fw.add_network(n).expect("add_network"));
+    let removed = timed(&|n| fw.remove_network(n).expect("remove_network"));
+    (added, removed)
+}
+
 fn spec(rounds: usize) -> NetworkSpec {
     let subnet: Ipv4Network = "10.200.0.0/16".parse().unwrap();
     assert!(rounds < 65000, "too many rounds for one /16");
@@ -244,4 +343,29 @@ async fn main() {
     summary("bridge join (veth, address, up, route)", join_times);
     summary("bridge leave", leave_times);
     driver.delete_network(&net).await.expect("delete network");
+
+    // iptables acts on the calling thread's namespace: run in the daemon's.
+    run_in_netns(&daemon_path, || {
+        let total = |samples: &[Duration]| samples.iter().sum::<Duration>().as_secs_f64() * 1e6;
+        iptables(&["-w", "-N", "BENCH-ONE"]);
+        let appended = per_rule("-A", rounds);
+        let deleted = per_rule("-D", rounds);
+        iptables(&["-w", "-X", "BENCH-ONE"]);
+        let (batch_added, batch_deleted) = batched(rounds);
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        println!(
+            "{rounds} rules: iptables -A per rule {:.0} us, -D per rule {:.0} us; \
+             iptables-restore batch -A {:.0} us, -D {:.0} us",
+            total(&appended),
+            total(&deleted),
+            us(batch_added),
+            us(batch_deleted)
+        );
+        summary("iptables -A, one process per rule (each)", appended);
+        summary("iptables -D, one process per rule (each)", deleted);
+        let (added, removed) = firewall_networks(rounds);
+        summary("firewall add_network (one batch)", added);
+        summary("firewall remove_network (one batch)", removed);
+    })
+    .expect("enter the daemon namespace");
 }

@@ -583,12 +583,11 @@ fn rss_kib() -> u64 {
         .unwrap()
 }
 
-/// Prints the median latency of an internal-name query and the memory one
-/// resolver costs. Run by hand:
-/// `cargo test -p netcontroller --test resolver_netns -- --ignored --nocapture`
+/// 200 queries in a row, and 100 resolvers at once, are all answered right;
+/// prints the latency of an internal-name query and the memory one resolver
+/// costs (`-- --nocapture` to see them).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "measurement; run by hand"]
-async fn measure_latency_and_memory() {
+async fn many_queries_and_many_resolvers_are_answered() {
     let ns = Netns::new();
     let resolver = Resolver::start("sb-measure", &ns.path(), book(), no_upstreams())
         .await
@@ -613,7 +612,7 @@ async fn measure_latency_and_memory() {
     })
     .await;
     rtts.sort();
-    println!(
+    eprintln!(
         "internal name over UDP, 200 queries: median {:?}, p90 {:?}, max {:?}",
         rtts[100], rtts[180], rtts[199]
     );
@@ -637,7 +636,7 @@ async fn measure_latency_and_memory() {
         assert_eq!(a_addrs(&reply), vec![WEB]);
     }
     let after = rss_kib();
-    println!(
+    eprintln!(
         "{COUNT} resolvers: RSS {before} KiB -> {after} KiB, about {} KiB each",
         (after.saturating_sub(before)) / COUNT as u64
     );

@@ -10,9 +10,10 @@ use super::response::{json, Response};
 
 /// The one place where an error kind becomes an HTTP status.
 ///
-/// `Unavailable` (no free subnet, address or port) answers 500, not 503:
-/// dockerd answers 500 for an exhausted default pool and for a host port
-/// already taken, and a 503 would invite clients to retry what cannot succeed.
+/// `Unavailable` (no free address or port) answers 500, not 503: dockerd
+/// answers 500 for a host port already taken, and a 503 would invite clients
+/// to retry what cannot succeed. (An exhausted default pool is `NotFound`,
+/// 404, as with dockerd.)
 pub fn status_for(kind: ErrorKind) -> StatusCode {
     match kind {
         ErrorKind::NotFound => StatusCode::NOT_FOUND,

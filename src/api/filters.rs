@@ -15,6 +15,9 @@ pub enum FiltersError {
     UnknownName(String),
     #[error("invalid filter '{name}={value}'")]
     BadValue { name: String, value: String },
+    /// An endpoint's own refusal of a value, in dockerd's words for it.
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl Kind for FiltersError {

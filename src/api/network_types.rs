@@ -299,19 +299,26 @@ pub fn network_resource(spec: &NetworkSpec, containers: &[AttachedEndpoint]) -> 
 
 const LIST_FILTERS: [&str; 7] = ["driver", "id", "label", "name", "scope", "type", "dangling"];
 
-/// Refuses filters `GET /networks` does not know, as dockerd does.
+/// Refuses filters `GET /networks` does not know, with dockerd's messages.
 pub fn check_list_filters(f: &Filters) -> Result<(), FiltersError> {
     f.validate(&LIST_FILTERS)?;
     for t in f.values("type") {
         if t != "custom" && t != "builtin" {
-            return Err(FiltersError::BadValue {
-                name: "type".into(),
-                value: t.into(),
-            });
+            return Err(FiltersError::Refused(format!(
+                "invalid filter: 'type'='{t}'"
+            )));
         }
     }
-    f.bool_value("dangling")?;
-    Ok(())
+    match f.values("dangling").as_slice() {
+        [] | ["0" | "1" | "false" | "true"] => Ok(()),
+        [_] => Err(FiltersError::Refused(
+            r#"invalid value for filter 'dangling', must be "true" (or "1"), or "false" (or "0")"#
+                .into(),
+        )),
+        _ => Err(FiltersError::Refused(
+            r#"got more than one value for filter key "dangling""#.into(),
+        )),
+    }
 }
 
 /// Whether a network passes the list filters (checked beforehand with
@@ -322,10 +329,10 @@ pub fn matches_list_filters(spec: &NetworkSpec, f: &Filters, in_use: bool) -> bo
         let vals = f.values(key);
         vals.is_empty() || vals.into_iter().any(pred)
     };
-    let dangling_ok = match f.bool_value("dangling").ok().flatten() {
+    let dangling_ok = match f.values("dangling").first() {
         // dockerd: dangling=true lists custom networks with no containers.
-        Some(true) => !builtin && !in_use,
-        Some(false) => builtin || in_use,
+        Some(&("1" | "true")) => !builtin && !in_use,
+        Some(_) => builtin || in_use,
         None => true,
     };
     f.exact_match("driver", &spec.driver)

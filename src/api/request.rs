@@ -142,12 +142,17 @@ fn is_json(content_type: &str) -> bool {
 /// Reads a whole body, refusing one larger than `limit`. Frame by frame
 /// rather than with `http_body_util::Limited`, whose boxed error conversion
 /// keeps handler futures from being provably `Send`.
+///
+/// A body over the limit is read on and discarded (up to [`DRAIN_LIMIT`])
+/// before the 400 goes out: a client still sending would otherwise see the
+/// connection closed under it (EPIPE) instead of the answer.
 async fn read_capped(mut body: RequestBody, limit: usize) -> Result<Vec<u8>, ApiError> {
     let mut out = Vec::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| ApiError::invalid(format!("reading request body: {e}")))?;
         if let Ok(data) = frame.into_data() {
             if out.len() + data.len() > limit {
+                drain(body).await;
                 return Err(ApiError::invalid(format!(
                     "request body is larger than {limit} bytes"
                 )));
@@ -156,6 +161,20 @@ async fn read_capped(mut body: RequestBody, limit: usize) -> Result<Vec<u8>, Api
         }
     }
     Ok(out)
+}
+
+/// How much of an oversized body is read and thrown away before answering;
+/// past it the connection is closed on the client.
+const DRAIN_LIMIT: usize = 64 << 20;
+
+async fn drain(mut body: RequestBody) {
+    let mut drained = 0;
+    while drained < DRAIN_LIMIT {
+        match body.frame().await {
+            Some(Ok(frame)) => drained += frame.data_ref().map_or(0, |d| d.len()),
+            _ => return,
+        }
+    }
 }
 
 /// A parsed query string; repeated keys keep every value in order.

@@ -443,6 +443,12 @@ impl Daemon {
         Daemon::builder().start()
     }
 
+    /// Replaces the flags for the next [`Daemon::launch`] (a daemon started
+    /// again with other settings on the same state).
+    pub fn set_flags(&mut self, flags: &[&str]) {
+        self.flags = flags.iter().map(|f| f.to_string()).collect();
+    }
+
     /// Sets an environment variable for the next [`Daemon::launch`].
     pub fn set_env(&mut self, key: &str, value: &str) {
         self.env.push((key.into(), value.into()));

@@ -1,6 +1,9 @@
 //! Helpers for kernel tests: namespaces that clean up after themselves, specs,
 //! and the user's view of a namespace (`ip -j`, `ping`).
 
+// Each test binary uses a different part of the helpers.
+#![allow(dead_code)]
+
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -42,6 +45,16 @@ impl Netns {
             "{cmd}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    /// Runs `cmd` through `sh -c` inside the namespace; true if it succeeded.
+    pub fn try_sh(&self, cmd: &str) -> bool {
+        self.command("sh")
+            .args(["-c", cmd])
+            .output()
+            .unwrap()
+            .status
+            .success()
     }
 
     /// `ip -j ARGS` inside the namespace.

@@ -115,8 +115,6 @@ pub struct Controller {
     resolver_config: ResolverConfig,
     /// One embedded DNS server per sandbox on a user-defined network.
     resolvers: Mutex<HashMap<String, Resolver>>,
-    /// Serialises automatic subnet choice (see `allocate_subnet`).
-    subnet_choice: tokio::sync::Mutex<()>,
     /// Serialises creates of host and null networks, of which one may exist.
     single_instance_create: tokio::sync::Mutex<()>,
 }
@@ -146,7 +144,6 @@ impl Controller {
             state: Arc::new(Mutex::new(State::default())),
             resolver_config: config.resolver,
             resolvers: Mutex::new(HashMap::new()),
-            subnet_choice: tokio::sync::Mutex::new(()),
             single_instance_create: tokio::sync::Mutex::new(()),
         })
     }

@@ -234,23 +234,22 @@ impl Controller {
     }
 
     /// Reserves the network's IPv4 pool. A subnet the user did not name is
-    /// chosen away from the namespace's routes and addresses; the netlink
-    /// dumps that read them and the choice itself are serialised, since the
-    /// kernel refuses a second dump on a socket while one runs (EBUSY) and two
-    /// creates must not both pick the subnet a third party just routed.
+    /// chosen away from the namespace's routes and addresses. Concurrent
+    /// creates read those at once: the netlink handle serialises its dumps
+    /// (the kernel refuses a second one on a socket with EBUSY), and IPAM
+    /// makes the choice itself atomic.
     async fn allocate_subnet(
         &self,
         id: &str,
         request: &IpamRequest,
         options: &BTreeMap<String, String>,
     ) -> Result<IpamPool> {
-        if request.subnet.is_some() {
-            return Ok(self.ipam.allocate_network(id, request, &[])?);
-        }
-        let _choosing = self.subnet_choice.lock().await;
-        let avoid = self
-            .networks_in_use(options.get(BRIDGE_NAME_OPTION))
-            .await?;
+        let avoid = if request.subnet.is_none() {
+            self.networks_in_use(options.get(BRIDGE_NAME_OPTION))
+                .await?
+        } else {
+            Vec::new()
+        };
         Ok(self.ipam.allocate_network(id, request, &avoid)?)
     }
 
@@ -277,21 +276,12 @@ impl Controller {
 /// existing bridge's own addresses from the overlap check.
 const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
 
+/// libnetwork's rule: any name that is not blank. Names never reach the
+/// kernel (bridges are named after the id), so spaces and the like are
+/// harmless, and dockerd users may have such networks in their scripts.
 fn validate_name(name: &str) -> Result<()> {
-    if name.is_empty() {
-        return Err(ControllerError::Invalid("network name is empty".into()));
-    }
-    let ok_first = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphanumeric());
-    let ok_rest = name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if !ok_first || !ok_rest {
-        return Err(ControllerError::Invalid(format!(
-            "invalid network name \"{name}\": only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
-        )));
+    if name.trim().is_empty() {
+        return Err(ControllerError::Invalid(format!("invalid name: {name}")));
     }
     Ok(())
 }

@@ -6,6 +6,7 @@
 //! processes inherit it, and `/proc/sys/net` is resolved per thread.
 
 use std::io::Write;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -16,6 +17,7 @@ use super::FirewallError;
 
 const SAVE: &str = "iptables-save";
 const RESTORE: &str = "iptables-restore";
+const BRIDGE_NF_CALL_IPTABLES: &str = "/proc/sys/net/bridge/bridge-nf-call-iptables";
 
 /// Reads and writes the tables of the calling thread's network namespace.
 pub(crate) trait Backend: Send + Sync {
@@ -27,6 +29,9 @@ pub(crate) trait Backend: Send + Sync {
     /// `net.ipv4.conf.<bridge>.route_localnet = 1`, so DNAT of 127.0.0.0/8
     /// towards the bridge is routed (needed without the userland proxy).
     fn enable_route_localnet(&self, bridge: &str) -> Result<(), FirewallError>;
+    /// `net.bridge.bridge-nf-call-iptables = 1`, so traffic between ports of
+    /// one bridge passes FORWARD (without it `--icc=false` drops nothing).
+    fn enable_bridge_netfilter(&self) -> Result<(), FirewallError>;
 }
 
 /// The real thing: iptables-save / iptables-restore processes.
@@ -79,5 +84,24 @@ impl Backend for Iptables {
     fn enable_route_localnet(&self, bridge: &str) -> Result<(), FirewallError> {
         let path = format!("/proc/sys/net/ipv4/conf/{bridge}/route_localnet");
         std::fs::write(&path, "1").map_err(|source| FirewallError::Sysctl { path, source })
+    }
+
+    fn enable_bridge_netfilter(&self) -> Result<(), FirewallError> {
+        let path = BRIDGE_NF_CALL_IPTABLES;
+        if !Path::new(path).exists() {
+            // The knob appears with the br_netfilter module; dockerd loads
+            // it the same way. Without it the write below reports the problem.
+            if let Err(e) = run("modprobe", &["br_netfilter"], None) {
+                debug!(error = %e, "modprobe br_netfilter");
+            }
+        }
+        let sysctl_err = |source| FirewallError::Sysctl {
+            path: path.to_string(),
+            source,
+        };
+        if std::fs::read_to_string(path).map_err(sysctl_err)?.trim() == "1" {
+            return Ok(());
+        }
+        std::fs::write(path, "1").map_err(sysctl_err)
     }
 }

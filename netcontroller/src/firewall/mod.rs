@@ -224,10 +224,13 @@ impl Firewall {
 
     /// Installs the rules of a bridge network. Idempotent; the bridge must
     /// exist when the userland proxy is off (its route_localnet is set).
+    /// Turns on bridge-nf-call-iptables as dockerd does, so the FORWARD rules
+    /// also see traffic between containers of one bridge.
     /// On failure nothing it added stays behind.
     pub fn add_network(&self, r: &BridgeRules) -> Result<(), FirewallError> {
         check_bridge(&r.bridge)?;
         let _g = self.guard();
+        self.backend.enable_bridge_netfilter()?;
         if !self.opts.userland_proxy {
             self.backend.enable_route_localnet(&r.bridge)?;
         }

@@ -18,6 +18,7 @@ struct Fake {
     fail_on: Mutex<Option<String>>,
     restores: AtomicUsize,
     route_localnet: Mutex<Vec<String>>,
+    bridge_netfilter: AtomicUsize,
 }
 
 impl Backend for Arc<Fake> {
@@ -53,6 +54,11 @@ impl Backend for Arc<Fake> {
 
     fn enable_route_localnet(&self, bridge: &str) -> Result<(), FirewallError> {
         self.route_localnet.lock().unwrap().push(bridge.to_string());
+        Ok(())
+    }
+
+    fn enable_bridge_netfilter(&self) -> Result<(), FirewallError> {
+        self.bridge_netfilter.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
 }
@@ -340,4 +346,13 @@ fn orphans_lose_their_rules_and_ports_while_owned_and_user_rules_stay() {
         assert!(fw.remove_orphans(&["docker0"]).unwrap().is_empty());
         assert_eq!(restores(&fake), restores_before, "nothing left to do");
     }
+}
+
+#[test]
+fn adding_a_network_turns_on_bridge_netfilter() {
+    let (fw, fake) = firewall(true);
+    fw.setup_base().unwrap();
+    assert_eq!(fake.bridge_netfilter.load(Ordering::SeqCst), 0);
+    fw.add_network(&net("docker0", "172.17.0.0/16")).unwrap();
+    assert_eq!(fake.bridge_netfilter.load(Ordering::SeqCst), 1);
 }

@@ -109,7 +109,10 @@ impl Kind for IpamError {
             // dockerd answers 403 for both, and clients read the status.
             IpamError::PoolOverlap { .. } | IpamError::AddressInUse(_) => ErrorKind::Forbidden,
             IpamError::NetworkExists(_) => ErrorKind::Conflict,
-            IpamError::NoSubnetAvailable | IpamError::NoAddresses(_) => ErrorKind::Unavailable,
+            // libnetwork reports an exhausted default pool as "not found"
+            // (dockerd answers 404, measured with dockerd 20.10).
+            IpamError::NoSubnetAvailable => ErrorKind::NotFound,
+            IpamError::NoAddresses(_) => ErrorKind::Unavailable,
             IpamError::UnknownNetwork(_) => ErrorKind::NotFound,
         }
     }

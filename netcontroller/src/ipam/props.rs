@@ -451,5 +451,5 @@ fn concurrent_subnet_allocation_never_overlaps() {
         .iter()
         .filter_map(|r| r.as_ref().err().map(Kind::kind))
         .collect();
-    assert_eq!(refused, vec![ErrorKind::Unavailable; 9]);
+    assert_eq!(refused, vec![ErrorKind::NotFound; 9]);
 }

@@ -229,7 +229,7 @@ fn pools_run_out_with_dockerds_message() {
     let e = ipam
         .allocate_network("c", &IpamRequest::default(), &[])
         .unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::Unavailable);
+    assert_eq!(e.kind(), ErrorKind::NotFound);
     assert_eq!(
         e.to_string(),
         "could not find an available, non-overlapping IPv4 address pool among the defaults to assign to the network"

@@ -126,6 +126,9 @@ pub struct NetlinkHandle {
     inner: rtnetlink::Handle,
     /// Where the socket acts, for error messages and logs.
     netns: Arc<str>,
+    /// Held while a dump runs: the kernel refuses a second dump on a socket
+    /// while one is in progress (EBUSY), and clones share the socket.
+    dumping: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for NetlinkHandle {
@@ -167,6 +170,7 @@ impl NetlinkHandle {
         Ok(NetlinkHandle {
             inner: handle,
             netns: netns.into(),
+            dumping: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
 
@@ -201,6 +205,7 @@ impl NetlinkHandle {
 
     /// Every link in the namespace.
     pub async fn links(&self) -> Result<Vec<Link>, OslError> {
+        let _dump = self.dumping.lock().await;
         self.inner
             .link()
             .get()
@@ -355,6 +360,7 @@ impl NetlinkHandle {
         if let Some(index) = index {
             req = req.set_link_index_filter(index);
         }
+        let _dump = self.dumping.lock().await;
         let msgs: Vec<AddressMessage> = req
             .execute()
             .try_collect()
@@ -442,6 +448,7 @@ impl NetlinkHandle {
         for (net, _) in self.ipv4_address_messages(None).await? {
             used.insert(normalize(net));
         }
+        let _dump = self.dumping.lock().await;
         let routes: Vec<RouteMessage> = self
             .inner
             .route()

@@ -102,6 +102,12 @@ fn run_rm_shows_eth0_on_the_default_bridge_then_leaves_nothing() {
     d.docker_ok(&["rm", "three"]);
     assert!(d.docker_ok(&["ps", "-aq"]).trim().is_empty());
 
+    // A command that cannot run: the CLI's 127, and --rm leaves nothing.
+    let bad = d.docker(&["run", "--rm", "busybox", "/no/such/command"]);
+    assert_eq!(bad.status.code(), Some(127), "{}", stderr(&bad));
+    assert!(d.docker_ok(&["ps", "-aq"]).trim().is_empty());
+    assert_eq!(veths(&d), Vec::<String>::new());
+
     // DNS, extra hosts, hostname, bind mounts.
     let data = d.paths.root.join("greeting");
     std::fs::write(&data, "hello from the host\n").unwrap();

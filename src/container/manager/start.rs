@@ -17,9 +17,17 @@ impl ContainerManager {
     /// `POST /containers/{id}/start`.
     pub async fn start(self: &Arc<Self>, key: &str) -> Result<Started> {
         let entry = self.store.get(key)?;
-        let _op = entry.op.lock().await;
-        let started = self.start_locked(&entry).await?;
-        Ok(started)
+        let op = entry.op.lock().await;
+        let result = self.start_locked(&entry).await;
+        drop(op);
+        // A container that was to be removed at its exit is removed when it
+        // cannot start at all, as dockerd does.
+        if result.is_err() && entry.record().host_config.auto_remove {
+            if let Err(e) = self.remove_entry(&entry).await {
+                warn!(id = %&entry.id[..12], error = %e, "auto-remove after a failed start");
+            }
+        }
+        result
     }
 
     pub(super) async fn start_locked(self: &Arc<Self>, entry: &Arc<Entry>) -> Result<Started> {
@@ -64,11 +72,10 @@ impl ContainerManager {
                 warn!(id = %&record.id[..12], error = %e, "start failed, undoing");
                 self.undo_start(&record.id, undo).await;
                 let message = e.to_string();
+                let code = start_failure_code(&message);
                 let _ = entry.update(|r| {
                     r.state.error = message;
-                    if r.state.status != Status::Exited {
-                        r.state.exit_code = 128;
-                    }
+                    r.state.exit_code = code;
                     r.sandbox_id = None;
                     r.netns_path = None;
                     for a in &mut r.networks {
@@ -379,5 +386,19 @@ impl NetFiles {
             std::fs::write(path, text).map_err(ContainerError::io(path))?;
         }
         Ok(())
+    }
+}
+
+/// The exit code dockerd records when a start fails: 127 for a command
+/// that cannot be found, 126 for one that cannot be run, 128 otherwise.
+pub(super) fn start_failure_code(message: &str) -> i64 {
+    if message.contains("executable file not found")
+        || message.contains("no such file or directory")
+    {
+        127
+    } else if message.contains("permission denied") {
+        126
+    } else {
+        128
     }
 }

@@ -449,7 +449,23 @@ fn icc_false_isolates_containers_on_docker0() {
     );
     // The gateway (the daemon's namespace) still reaches it.
     d.ns_ok("busybox", &["ping", "-c", "1", "-W", "2", &ip]);
-    d.docker_ok(&["rm", "-f", "one"]);
+    // Restart gives it a new process and the same address; rename keeps it.
+    let pid = inspect(&d, "one")["State"]["Pid"].clone();
+    d.docker_ok(&["restart", "-t", "0", "one"]);
+    let c = inspect(&d, "one");
+    assert_eq!(c["State"]["Running"], true);
+    assert_ne!(c["State"]["Pid"], pid);
+    assert_eq!(c["NetworkSettings"]["IPAddress"], "172.17.0.2");
+    d.docker_ok(&["rename", "one", "uno"]);
+    assert_eq!(inspect(&d, "uno")["Name"], "/uno");
+
+    // Prune removes what is stopped, keeps what runs.
+    d.docker_ok(&["create", "--name", "idle", "busybox", "true"]);
+    let pruned = d.docker_ok(&["container", "prune", "-f"]);
+    assert!(pruned.contains("Deleted Containers:"), "{pruned}");
+    let left = d.docker_ok(&["ps", "-a", "--format", "{{.Names}}"]);
+    assert_eq!(left.trim(), "uno");
+    d.docker_ok(&["rm", "-f", "uno"]);
     assert_clean(&d);
 }
 

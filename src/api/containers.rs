@@ -26,6 +26,7 @@ pub(super) fn routes(router: Router) -> Router {
         .post("/containers/{id}/kill", kill)
         .post("/containers/{id}/wait", wait)
         .post("/containers/{id}/rename", rename)
+        .post("/containers/prune", prune)
         .delete("/containers/{id}", remove)
 }
 
@@ -144,6 +145,37 @@ async fn wait(ctx: Ctx) -> ApiResult {
         Ok::<_, BoxError>(Bytes::from(buf))
     });
     Ok(byte_stream("application/json", body))
+}
+
+/// `docker container prune`: removes every stopped container that passes
+/// the `label`, `label!` and `until` filters.
+async fn prune(ctx: Ctx) -> ApiResult {
+    let manager = ctx.state().containers()?.clone();
+    let filters = ctx.query().filters()?;
+    filters.validate(&["label", "label!", "until"])?;
+    let until = filters
+        .values("until")
+        .iter()
+        .map(|u| super::time::parse_time_filter(u).map_err(ApiError::invalid))
+        .collect::<Result<Vec<i64>, ApiError>>()?;
+    let mut deleted = Vec::new();
+    for entry in manager.store().list() {
+        let r = entry.record();
+        let labels = r.config.labels.clone().unwrap_or_default();
+        let created = r.created.timestamp_nanos_opt().unwrap_or_default();
+        if r.state.running()
+            || !filters.match_labels("label", &labels)
+            || filters.any_label_matches("label!", &labels)
+            || until.iter().any(|u| created >= *u)
+        {
+            continue;
+        }
+        // One started meanwhile is skipped, not an error.
+        if manager.remove(&r.id, false).await.is_ok() {
+            deleted.push(r.id);
+        }
+    }
+    ok(&json!({"ContainersDeleted": deleted, "SpaceReclaimed": 0}))
 }
 
 const LIST_FILTERS: &[&str] = &[

@@ -499,6 +499,26 @@ fn restart_policies_across_daemon_restarts_and_a_sigkilled_daemon() {
     d.docker_ok(&["network", "create", "side"]);
     d.docker_ok(&["network", "connect", "side", "keep"]);
 
+    // on-failure:2 restarts a failing container twice, then leaves it.
+    d.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "flaky",
+        "--restart",
+        "on-failure:2",
+        "busybox",
+        "sh",
+        "-c",
+        "exit 3",
+    ]);
+    common::eventually("two restarts, then exited", || {
+        let c = inspect(&d, "flaky");
+        c["RestartCount"] == 2 && c["State"]["Status"] == "exited"
+    });
+    assert_eq!(inspect(&d, "flaky")["State"]["ExitCode"], 3);
+    d.docker_ok(&["rm", "flaky"]);
+
     // A graceful restart stops both; `always` brings keep back with its networks.
     d.restart();
     let keep = inspect(&d, "keep");

@@ -27,24 +27,34 @@ impl ContainerManager {
         if let Err(e) = capture.finish().await {
             warn!(id = %&id[..12], error = %e, "log capture");
         }
+        // Decided under the lock, so a stop cannot slip in between.
         let restart = {
             let _op = entry.op.lock().await;
             self.teardown(&entry, code).await;
-            self.should_restart(&entry.record())
+            if self.should_restart(&entry.record()) {
+                Some(entry.update(|r| {
+                    r.restart_count += 1;
+                    r.state.status = Status::Restarting;
+                    r.restart_count
+                }))
+            } else {
+                None
+            }
         };
-        if restart {
-            let count = entry.update(|r| {
-                r.restart_count += 1;
-                r.restart_count
-            });
-            let delay = RESTART_DELAY * 2u32.saturating_pow(count.unwrap_or(1).min(6) as u32 - 1);
-            tokio::time::sleep(delay).await;
+        if let Some(count) = restart {
+            let exponent = count.unwrap_or(1).clamp(1, 6) as u32 - 1;
+            tokio::time::sleep(RESTART_DELAY * 2u32.pow(exponent)).await;
             let _op = entry.op.lock().await;
-            // Stopped, removed or shutting down meanwhile.
-            if self.should_restart(&entry.record()) && self.store.get(&id).is_ok() {
-                if let Err(e) = self.start_locked(&entry).await {
-                    warn!(id = %&id[..12], error = %e, "restart policy: start failed");
-                }
+            // Stopped (the status is then Exited), started, removed or
+            // shutting down meanwhile.
+            let record = entry.record();
+            if record.state.status != Status::Restarting || self.store.get(&id).is_err() {
+                return;
+            }
+            if self.shutting_down.load(Ordering::SeqCst) {
+                let _ = entry.update(|r| r.state.status = Status::Exited);
+            } else if let Err(e) = self.start_locked(&entry).await {
+                warn!(id = %&id[..12], error = %e, "restart policy: start failed");
             }
             return;
         }
@@ -99,15 +109,16 @@ impl ContainerManager {
         }) {
             warn!(id = %&id[..12], error = %e, "persisting the exit");
         }
+        // `die` goes out before waiters wake, so a stop's `stop` follows it.
+        let mut attrs = record.event_attributes();
+        attrs.insert("exitCode".into(), code.to_string());
+        self.events.container("die", id, attrs);
         entry.set_log_writes(None);
         entry.set_phase(|p| {
             p.running = false;
             p.exits += 1;
             p.exit_code = code;
         });
-        let mut attrs = record.event_attributes();
-        attrs.insert("exitCode".into(), code.to_string());
-        self.events.container("die", id, attrs);
         debug!(id = %&id[..12], code, "container exited");
     }
 }

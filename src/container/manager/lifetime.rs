@@ -19,11 +19,15 @@ impl ContainerManager {
                 Status::Running | Status::Restarting | Status::Removing
             ) {
                 let _ = std::fs::remove_dir_all(self.config.run_root.join(&record.id));
+                let lost = record.state.status == Status::Running;
                 if let Err(e) = entry.update(|r| {
                     r.state.status = Status::Exited;
                     r.state.pid = 0;
-                    r.state.exit_code = 255;
-                    r.state.finished_at = Some(chrono::Utc::now());
+                    // A restarting one had already exited with its own code.
+                    if lost {
+                        r.state.exit_code = 255;
+                        r.state.finished_at = Some(chrono::Utc::now());
+                    }
                     r.sandbox_id = None;
                     r.netns_path = None;
                     for a in &mut r.networks {

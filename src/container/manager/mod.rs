@@ -189,6 +189,14 @@ impl ContainerManager {
     ) -> Result<bool> {
         let entry = self.store.get(key)?;
         let record = entry.record();
+        if record.state.status == Status::Restarting {
+            // Waiting for its restart-policy restart: cancelled.
+            entry.update(|r| {
+                r.state.manually_stopped = true;
+                r.state.status = Status::Exited;
+            })?;
+            return Ok(true);
+        }
         if !record.state.running() {
             return Ok(false);
         }

@@ -76,6 +76,11 @@ impl ContainerManager {
                 let _ = entry.update(|r| {
                     r.state.error = message;
                     r.state.exit_code = code;
+                    // Recording the start itself may be what failed.
+                    if r.state.status == Status::Running {
+                        r.state.status = Status::Exited;
+                        r.state.pid = 0;
+                    }
                     r.sandbox_id = None;
                     r.netns_path = None;
                     for a in &mut r.networks {

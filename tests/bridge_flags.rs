@@ -236,7 +236,9 @@ fn restarts_duplicate_nothing_and_keep_docker0_and_the_users_rules() {
         &["-A", "MINE", "-s", "198.51.100.7", "-j", "ACCEPT"],
     );
     d.ns_ok("iptables", &["-A", "FORWARD", "-j", "MINE"]);
+    assert_tables(&d, "restarted", &[("{user}", &user_br)]);
 
+    // Each restart leaves the tables exactly as they were, order included.
     for _ in 0..2 {
         d.restart();
         assert_tables(&d, "restarted", &[("{user}", &user_br)]);
@@ -384,4 +386,132 @@ fn b_none_makes_no_default_bridge_and_no_bridge_rules() {
     assert_tables(&d, "no-bridge", &[]);
     assert!(!link_exists(&d, "docker0"));
     assert_eq!(d.get("/networks/bridge").status, 404);
+}
+
+#[test]
+fn published_port_rules_left_by_a_crash_are_removed_at_start() {
+    let mut d = Daemon::start();
+    d.kill();
+    // What a container's `-p 8080:80` adds, left behind by a crash before
+    // its endpoint was recorded.
+    d.ns_ok(
+        "iptables",
+        &[
+            "-t",
+            "nat",
+            "-A",
+            "DOCKER",
+            "!",
+            "-i",
+            "docker0",
+            "-p",
+            "tcp",
+            "-m",
+            "tcp",
+            "--dport",
+            "8080",
+            "-j",
+            "DNAT",
+            "--to-destination",
+            "172.17.0.2:80",
+        ],
+    );
+    d.ns_ok(
+        "iptables",
+        &[
+            "-A",
+            "DOCKER",
+            "-d",
+            "172.17.0.2/32",
+            "!",
+            "-i",
+            "docker0",
+            "-o",
+            "docker0",
+            "-p",
+            "tcp",
+            "-m",
+            "tcp",
+            "--dport",
+            "80",
+            "-j",
+            "ACCEPT",
+        ],
+    );
+    d.ns_ok(
+        "iptables",
+        &[
+            "-t",
+            "nat",
+            "-A",
+            "POSTROUTING",
+            "-s",
+            "172.17.0.2/32",
+            "-d",
+            "172.17.0.2/32",
+            "-p",
+            "tcp",
+            "-m",
+            "tcp",
+            "--dport",
+            "80",
+            "-j",
+            "MASQUERADE",
+        ],
+    );
+    d.launch();
+    assert_tables(&d, "defaults", &[]);
+}
+
+#[test]
+fn restarting_with_icc_false_then_no_masquerade_swaps_exactly_those_rules() {
+    let mut d = Daemon::start();
+    d.stop();
+    d.set_flags(&["--icc=false"]);
+    d.launch();
+    assert_tables(&d, "icc-false", &[]);
+    d.stop();
+    d.set_flags(&["--icc=false", "--ip-masq=false"]);
+    d.launch();
+    let want = expected("icc-false")
+        .replace(
+            "-A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE\n",
+            "",
+        )
+        .replace("-A DOCKER -i docker0 -j RETURN\n", "");
+    assert_eq!(normalise(&d.iptables_save()), want);
+}
+
+#[test]
+fn without_bip_an_existing_docker0_keeps_its_subnet() {
+    let mut d = Daemon::builder().prepare();
+    d.ns_ok("ip", &["link", "add", "docker0", "type", "bridge"]);
+    d.ns_ok("ip", &["addr", "add", "172.19.0.1/16", "dev", "docker0"]);
+    d.ns_ok("ip", &["addr", "add", "10.1.2.3/24", "dev", "docker0"]);
+    d.launch();
+    assert_eq!(ipv4(&link(&d, "docker0")), ["172.19.0.1/16"]);
+    assert_eq!(
+        default_ipam(&d),
+        json!([{"Subnet": "172.19.0.0/16", "Gateway": "172.19.0.1"}])
+    );
+    assert_tables(&d, "defaults-172-19", &[]);
+}
+
+#[test]
+fn an_existing_docker0_in_a_stored_networks_subnet_gets_a_free_one() {
+    let mut d = Daemon::builder().flags(&["-b", "none"]).start();
+    create_network(
+        &d,
+        json!({"Name": "owner", "IPAM": {"Config": [{"Subnet": "172.19.0.0/16"}]}}),
+    );
+    d.stop();
+    d.ns_ok("ip", &["link", "add", "docker0", "type", "bridge"]);
+    d.ns_ok("ip", &["addr", "add", "172.19.0.9/16", "dev", "docker0"]);
+    d.set_flags(&[]);
+    d.launch();
+    assert_eq!(ipv4(&link(&d, "docker0")), ["172.17.0.1/16"]);
+    assert_eq!(
+        default_ipam(&d),
+        json!([{"Subnet": "172.17.0.0/16", "Gateway": "172.17.0.1"}])
+    );
 }

@@ -492,3 +492,34 @@ fn percent_encode(s: &str) -> String {
         })
         .collect()
 }
+
+#[test]
+fn an_ambiguous_id_prefix_is_400_and_changes_nothing() {
+    let d = Daemon::builder()
+        .flags(&["--default-address-pool", "base=10.129.0.0/16,size=24"])
+        .start();
+    // With 17 ids (and the predefined 3), two must share a first hex digit.
+    for i in 0..17 {
+        let r = d.post("/networks/create", &json!({ "Name": format!("amb{i}") }));
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    let list = d.get("/networks").json();
+    let ids: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["Id"].as_str().unwrap())
+        .collect();
+    let shared = (b'0'..=b'9')
+        .chain(b'a'..=b'f')
+        .map(|c| (c as char).to_string())
+        .find(|p| ids.iter().filter(|id| id.starts_with(p.as_str())).count() > 1)
+        .expect("two ids share a first digit");
+    let matching = ids.iter().filter(|id| id.starts_with(&shared)).count();
+    let message =
+        format!("network {shared} is ambiguous ({matching} matches found based on ID prefix)");
+    let before = names(&d);
+    assert_error(&d.get(&format!("/networks/{shared}")), 400, &message);
+    assert_error(&d.delete(&format!("/networks/{shared}")), 400, &message);
+    assert_eq!(names(&d), before);
+}

@@ -18,8 +18,9 @@ use ipnetwork::Ipv4Network;
 use netcontroller::controller::{Controller, ControllerConfig, ControllerError, NetworkCreate};
 use netcontroller::driver::Driver;
 use netcontroller::error::{ErrorKind, Kind};
-use netcontroller::firewall::{Firewall, FirewallError, FirewallOptions};
+use netcontroller::firewall::{BridgeRules, Firewall, FirewallError, FirewallOptions};
 use netcontroller::ipam::{AddressPool, IpamRequest};
+use netcontroller::model::NetworkSpec;
 use netcontroller::osl::{self, NetlinkHandle, OslError};
 use netcontroller::resolver::{upstreams_from, ResolverConfig};
 
@@ -121,13 +122,90 @@ pub async fn start(config: &Config) -> Result<Arc<Controller>, NetworkSetupError
     }
     ensure_predefined(&controller, "none", "null").await?;
     ensure_predefined(&controller, "host", "host").await?;
-    if let Some(req) = default_bridge_request(config, external) {
-        controller.create_network_unchecked(req).await?;
-    }
+    let default = create_default_bridge(config, &controller, &netlink, external).await?;
     if let Some(fw) = firewall {
-        remove_orphan_rules(&fw, &controller, b.mtu);
+        if let Some(stale) = &report.stale_default {
+            replace_default_rules(&fw, stale, default.as_ref(), b.mtu);
+        }
+        remove_leftover_rules(&fw, &controller, b.mtu);
     }
     Ok(controller)
+}
+
+/// Creates the default `bridge` network (none with `-b none`). Without
+/// `--bip`, an existing docker0 keeps its address and subnet, as with dockerd
+/// (a docker0 a previous run or dockerd addressed stays where clients know
+/// it); only when that subnet is taken by a stored network is a free pool
+/// subnet chosen instead.
+async fn create_default_bridge(
+    config: &Config,
+    controller: &Controller,
+    netlink: &NetlinkHandle,
+    external: Option<(String, Ipv4Network)>,
+) -> Result<Option<NetworkSpec>, NetworkSetupError> {
+    let b = &config.bridge;
+    let kept = match (&b.bridge, b.bip) {
+        (DefaultBridge::Managed, None) => match netlink.link(DEFAULT_BRIDGE).await? {
+            Some(link) => netlink.ipv4_addresses(link.index).await?.into_iter().next(),
+            None => None,
+        },
+        _ => None,
+    }
+    // A --fixed-cidr outside docker0's subnet wins: the subnet follows it.
+    .filter(|addr| {
+        b.fixed_cidr
+            .is_none_or(|range| network_of(*addr).contains(range.ip()))
+    });
+    let Some(req) = default_bridge_request(config, external.clone(), kept) else {
+        return Ok(None);
+    };
+    match controller.create_network_unchecked(req).await {
+        Ok(spec) => Ok(Some(spec)),
+        Err(e)
+            if kept.is_some() && matches!(e.kind(), ErrorKind::Forbidden | ErrorKind::Conflict) =>
+        {
+            tracing::warn!(error = %e, "docker0's address is taken; choosing a free subnet");
+            let req = default_bridge_request(config, external, None);
+            Ok(Some(
+                controller
+                    .create_network_unchecked(req.expect("managed bridge"))
+                    .await?,
+            ))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The firewall's view of a bridge network.
+fn bridge_rules(net: &NetworkSpec, default_mtu: u32) -> Option<BridgeRules> {
+    let options = BridgeOptions::parse(net, default_mtu).ok()?;
+    Some(BridgeRules {
+        bridge: options.bridge_name,
+        subnet: net.ipv4.first()?.subnet,
+        icc: options.enable_icc,
+        masquerade: options.enable_ip_masquerade,
+        internal: net.internal,
+    })
+}
+
+/// Removes the rules of the previous run's default network that today's
+/// does not have. Shared rules stay where they are, so a restart with the
+/// same flags changes nothing in the tables (as with dockerd). A failure is
+/// logged: stale rules of a subnet or bridge no longer used match nothing
+/// the daemon serves.
+fn replace_default_rules(
+    fw: &IptablesFirewall,
+    stale: &NetworkSpec,
+    current: Option<&NetworkSpec>,
+    default_mtu: u32,
+) {
+    let Some(old) = bridge_rules(stale, default_mtu) else {
+        return;
+    };
+    let current = current.and_then(|n| bridge_rules(n, default_mtu));
+    if let Err(e) = fw.firewall().remove_network_except(&old, current.as_ref()) {
+        tracing::warn!(error = %e, "removing the previous default network's rules");
+    }
 }
 
 /// Sets net.ipv4.ip_forward to 1; true when it was off before.
@@ -162,10 +240,12 @@ async fn external_bridge(
     Ok(Some((name.clone(), addr)))
 }
 
-/// Removes the iptables rules of bridges no stored network owns (left by a
-/// network lost in a crash). A failure is logged: stale rules of a gone
-/// bridge match no traffic, so they must not keep the daemon from starting.
-fn remove_orphan_rules(fw: &IptablesFirewall, controller: &Controller, default_mtu: u32) {
+/// Removes the iptables rules a previous run left: those of bridges no
+/// stored network owns (a network lost in a crash) and published ports (no
+/// endpoint survives a restart; stored ones were revoked by the restore).
+/// A failure is logged: leftovers match no live traffic, so they must not
+/// keep the daemon from starting.
+fn remove_leftover_rules(fw: &IptablesFirewall, controller: &Controller, default_mtu: u32) {
     let owned: Vec<String> = controller
         .networks()
         .iter()
@@ -180,6 +260,11 @@ fn remove_orphan_rules(fw: &IptablesFirewall, controller: &Controller, default_m
         }
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "removing iptables rules of vanished networks"),
+    }
+    match fw.firewall().remove_published_ports() {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(rules = n, "removed stale published-port rules"),
+        Err(e) => tracing::warn!(error = %e, "removing stale published-port rules"),
     }
 }
 
@@ -206,16 +291,18 @@ async fn ensure_predefined(
 }
 
 /// The default `bridge` network as today's flags describe it, or `None`
-/// with `-b none`. `external` is the `-b` bridge with its address.
+/// with `-b none`. `external` is the `-b` bridge with its address; `kept`
+/// the address docker0 keeps when `--bip` is not given.
 fn default_bridge_request(
     config: &Config,
     external: Option<(String, Ipv4Network)>,
+    kept: Option<Ipv4Network>,
 ) -> Option<NetworkCreate> {
     let b = &config.bridge;
     let (bridge_name, bip) = match (&b.bridge, external) {
         (DefaultBridge::Disabled, _) => return None,
         (_, Some((name, addr))) => (name, Some(addr)),
-        (_, None) => (DEFAULT_BRIDGE.to_string(), b.bip),
+        (_, None) => (DEFAULT_BRIDGE.to_string(), b.bip.or(kept)),
     };
     let subnet = match (bip, b.fixed_cidr) {
         (Some(n), _) => Some(network_of(n)),

@@ -207,10 +207,10 @@ impl BridgeDriver {
     }
 
     /// Calls the firewall, then deletes the bridge unless it is the `-b`
-    /// bridge or the default network's (docker0 is kept, as libnetwork does,
-    /// so the stale default network deleted at start-up hands the same link
-    /// to its successor). Goes on past failures and reports them together; a
-    /// missing bridge is fine.
+    /// bridge or the default network's (docker0 outlives its network, as
+    /// with libnetwork: each start makes the default network on it again).
+    /// Goes on past failures and reports them together; a missing bridge is
+    /// fine.
     pub(super) async fn tear_down_network(&self, net: &NetworkSpec) -> DriverResult<()> {
         let started = Instant::now();
         let known = {

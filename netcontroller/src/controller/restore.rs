@@ -4,7 +4,9 @@
 //! No container survives a daemon restart (there is no live restore), so
 //! every stored sandbox and endpoint is stale: their kernel state is torn
 //! down and their records dropped. The default `bridge` network is rebuilt
-//! from today's flags by the daemon, so its stored copy is torn down too.
+//! from today's flags by the daemon, so its stored copy is forgotten; its
+//! bridge and rules are left for the daemon, which reuses what today's flags
+//! still want in place and removes the rest.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -29,6 +31,9 @@ pub struct RestoreReport {
     pub netns_removed: usize,
     /// Corrupt store files and failed steps; reported, never fatal.
     pub problems: Vec<String>,
+    /// The default `bridge` network of the previous run, forgotten without
+    /// touching the kernel.
+    pub stale_default: Option<NetworkSpec>,
 }
 
 impl fmt::Display for RestoreReport {
@@ -101,10 +106,11 @@ impl Controller {
 
         if let Some(spec) = stale_default {
             if self.networks().iter().any(|n| n.id == spec.id) {
-                if let Err(e) = self.delete_network_unchecked(&spec.id, true).await {
+                if let Err(e) = self.delete_network_unchecked(&spec.id, false).await {
                     report.problems.push(format!("stale default bridge: {e}"));
                 } else {
                     report.networks_restored -= 1;
+                    report.stale_default = Some(spec);
                 }
             }
         }

@@ -222,15 +222,33 @@ impl Firewall {
         Ok(orphans)
     }
 
+    /// Removes every published-port rule. At start-up no endpoint exists
+    /// yet, so any such rule is left from a previous run that could not
+    /// revoke it (dockerd starts from empty DOCKER chains for the same
+    /// reason). Returns how many rules went.
+    pub fn remove_published_ports(&self) -> Result<usize, FirewallError> {
+        let _g = self.guard();
+        let wants = orphans::port_rules(&self.backend.snapshot()?);
+        if !wants.is_empty() {
+            self.teardown("remove_published_ports", &wants)?;
+        }
+        Ok(wants.len())
+    }
+
     /// Installs the rules of a bridge network. Idempotent; the bridge must
     /// exist when the userland proxy is off (its route_localnet is set).
     /// Turns on bridge-nf-call-iptables as dockerd does, so the FORWARD rules
-    /// also see traffic between containers of one bridge.
+    /// also see traffic between containers of one bridge (a warning, not a
+    /// failure, where the kernel lacks br_netfilter).
     /// On failure nothing it added stays behind.
     pub fn add_network(&self, r: &BridgeRules) -> Result<(), FirewallError> {
         check_bridge(&r.bridge)?;
         let _g = self.guard();
-        self.backend.enable_bridge_netfilter()?;
+        if let Err(e) = self.backend.enable_bridge_netfilter() {
+            // Without br_netfilter the network still works; only traffic
+            // between ports of one bridge bypasses FORWARD (icc=false).
+            warn!(error = %e, "bridge-nf-call-iptables could not be turned on");
+        }
         if !self.opts.userland_proxy {
             self.backend.enable_route_localnet(&r.bridge)?;
         }
@@ -246,6 +264,35 @@ impl Firewall {
         check_bridge(&r.bridge)?;
         let _g = self.guard();
         self.teardown("remove_network", &rules::network_teardown(r))
+    }
+
+    /// Removes the rules of `old` that `current` (a network on the same or
+    /// another bridge, set up with [`Firewall::add_network`]) does not
+    /// have: the default network replaced at start-up keeps the rules it
+    /// shares with its successor where they are, so a restart with the same
+    /// flags leaves the tables exactly as they were.
+    pub fn remove_network_except(
+        &self,
+        old: &BridgeRules,
+        current: Option<&BridgeRules>,
+    ) -> Result<(), FirewallError> {
+        check_bridge(&old.bridge)?;
+        let kept: Vec<Want> = current
+            .map(|c| rules::network(&self.opts, c))
+            .unwrap_or_default();
+        let kept: Vec<&rules::Rule> = kept
+            .iter()
+            .filter_map(|w| match w {
+                Want::Present(r, _) | Want::At(r, _) => Some(r),
+                _ => None,
+            })
+            .collect();
+        let wants: Vec<Want> = rules::network_teardown(old)
+            .into_iter()
+            .filter(|w| !matches!(w, Want::Absent(r) if kept.contains(&r)))
+            .collect();
+        let _g = self.guard();
+        self.teardown("remove_network_except", &wants)
     }
 
     /// Publishes an endpoint's ports: all of them or, on failure, none.

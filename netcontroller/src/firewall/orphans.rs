@@ -1,6 +1,7 @@
-//! Finding the rules of bridges the daemon no longer owns (a network whose
-//! store record vanished in a crash, or that was deleted while the daemon was
-//! down), so start-up can remove them.
+//! Finding what a previous run left in the tables, so start-up can remove
+//! it: the rules of bridges the daemon no longer owns (a network whose store
+//! record vanished in a crash, or that was deleted while the daemon was
+//! down), and published-port rules, which no endpoint outlives a restart.
 //!
 //! A bridge counts as the daemon's when one of the rules only the daemon
 //! writes names it: a rule in the isolation chains or in nat DOCKER, or the
@@ -135,4 +136,41 @@ pub(crate) fn orphan_rules(set: &Ruleset, owned: &[&str]) -> (Vec<String>, Vec<W
         }
     }
     (orphans, wants)
+}
+
+/// Whether a rule has the shape of a published port's.
+fn is_port_rule(table: Table, chain: &str, spec: &str) -> bool {
+    match (table, chain) {
+        (Table::Filter, DOCKER) => spec.contains("--dport") && spec.ends_with("-j ACCEPT"),
+        (Table::Nat, DOCKER) => spec.contains("-j DNAT --to-destination"),
+        (Table::Nat, "POSTROUTING") => {
+            spec.contains("--dport") && port_target(table, chain, spec).is_some()
+        }
+        (Table::Mangle, "POSTROUTING") => spec.ends_with("-j CHECKSUM --checksum-fill"),
+        _ => false,
+    }
+}
+
+/// Removals for every published-port rule: DNAT, the ACCEPT in filter
+/// DOCKER, the hairpin MASQUERADE and the SCTP checksum fill.
+pub(crate) fn port_rules(set: &Ruleset) -> Vec<Want> {
+    let chains = [
+        (Table::Filter, DOCKER),
+        (Table::Nat, DOCKER),
+        (Table::Nat, "POSTROUTING"),
+        (Table::Mangle, "POSTROUTING"),
+    ];
+    let mut wants = Vec::new();
+    for (table, chain) in chains {
+        for spec in set.rules(table, chain) {
+            if is_port_rule(table, chain, spec) {
+                wants.push(Want::Absent(Rule {
+                    table,
+                    chain,
+                    spec: spec.clone(),
+                }));
+            }
+        }
+    }
+    wants
 }

@@ -356,3 +356,68 @@ fn adding_a_network_turns_on_bridge_netfilter() {
     fw.add_network(&net("docker0", "172.17.0.0/16")).unwrap();
     assert_eq!(fake.bridge_netfilter.load(Ordering::SeqCst), 1);
 }
+
+#[test]
+fn published_port_rules_of_every_mode_and_protocol_are_removed() {
+    for userland_proxy in [true, false] {
+        let (fw, fake) = firewall(userland_proxy);
+        fw.setup_base().unwrap();
+        fw.add_network(&net("docker0", "172.17.0.0/16")).unwrap();
+        let expected = text(&fake);
+        let mut p = ports();
+        p.bindings.push(PortBinding {
+            proto: Proto::Sctp,
+            container_port: 9,
+            host_ip: "127.0.0.1".parse().unwrap(),
+            host_port: 9009,
+        });
+        fw.add_ports(&p).unwrap();
+        assert_ne!(text(&fake), expected);
+        assert_eq!(fw.remove_published_ports().unwrap(), 7);
+        // The mangle table stays, now empty.
+        let after = text(&fake);
+        assert_eq!(
+            after.replace("*mangle\n:PREROUTING ACCEPT\n:INPUT ACCEPT\n:FORWARD ACCEPT\n:OUTPUT ACCEPT\n:POSTROUTING ACCEPT\nCOMMIT\n", ""),
+            expected,
+            "userland_proxy={userland_proxy}"
+        );
+        assert_eq!(fw.remove_published_ports().unwrap(), 0);
+    }
+}
+
+#[test]
+fn replacing_a_network_keeps_shared_rules_in_place_and_removes_the_rest() {
+    let (fw, fake) = firewall(true);
+    fw.setup_base().unwrap();
+    let old = net("docker0", "172.17.0.0/16");
+    fw.add_network(&old).unwrap();
+    fw.add_network(&net("br-0123456789ab", "172.18.0.0/16"))
+        .unwrap();
+    let before = text(&fake);
+
+    // Same flags: nothing moves.
+    fw.add_network(&old).unwrap();
+    fw.remove_network_except(&old, Some(&old)).unwrap();
+    assert_eq!(text(&fake), before);
+
+    // Another subnet: only the old MASQUERADE goes.
+    let readdressed = net("docker0", "10.99.0.0/24");
+    fw.add_network(&readdressed).unwrap();
+    fw.remove_network_except(&old, Some(&readdressed)).unwrap();
+    let after = text(&fake);
+    assert!(!after.contains("172.17.0.0/16"), "{after}");
+    assert_eq!(
+        after.replace(
+            "-A POSTROUTING -s 10.99.0.0/24 ! -o docker0 -j MASQUERADE\n",
+            ""
+        ),
+        before.replace(
+            "-A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE\n",
+            ""
+        )
+    );
+
+    // No successor: every rule of the old bridge goes.
+    fw.remove_network_except(&readdressed, None).unwrap();
+    assert!(!text(&fake).contains("docker0"), "{}", text(&fake));
+}

@@ -367,6 +367,9 @@ fn user_networks_isolate_resolve_names_and_connect_live() {
     assert!(!back_ip.is_empty(), "{a}");
     let out = ping("back", &back_ip);
     assert!(out.status.success(), "{}", stderr(&out));
+    let hosts =
+        std::fs::read_to_string(inspect(&d, "alpha")["HostsPath"].as_str().unwrap()).unwrap();
+    assert!(hosts.contains(&format!("{back_ip}\t")), "{hosts}");
     let filtered = d.docker_ok(&["ps", "--filter", "network=back", "--format", "{{.Names}}"]);
     assert_eq!(filtered.trim(), "alpha");
     d.docker_ok(&["network", "disconnect", "back", "alpha"]);

@@ -46,6 +46,7 @@ impl ContainerManager {
             attachment.endpoint = Some(endpoint_state(&ep.spec));
         }
         entry.update(|r| r.networks.push(attachment))?;
+        self.rewrite_hosts(&entry);
         self.events
             .network("connect", &net.id, &net.name, &net.driver, Some(&record.id));
         Ok(())
@@ -74,6 +75,7 @@ impl ContainerManager {
         entry.update(|r| {
             r.networks.remove(index);
         })?;
+        self.rewrite_hosts(&entry);
         let driver = net.as_ref().map(|n| n.driver.clone()).unwrap_or_default();
         self.events.network(
             "disconnect",
@@ -83,5 +85,25 @@ impl ContainerManager {
             Some(&record.id),
         );
         Ok(())
+    }
+
+    /// A running container's /etc/hosts follows its addresses, as with
+    /// dockerd (the file is bind-mounted, so rewriting it in place is seen
+    /// at once). Failing to is logged: the connection itself stands.
+    fn rewrite_hosts(&self, entry: &Entry) {
+        let record = entry.record();
+        if !record.state.running() || record.network_mode() != NetworkMode::Networks {
+            return;
+        }
+        let own: Vec<std::net::Ipv4Addr> = record
+            .networks
+            .iter()
+            .filter_map(|a| a.endpoint.as_ref()?.ipv4.map(|n| n.ip()))
+            .collect();
+        let extra = record.host_config.extra_hosts.clone().unwrap_or_default();
+        let path = entry.dir().join("hosts");
+        if let Err(e) = std::fs::write(&path, hosts(&record.hostname(), &own, &extra)) {
+            warn!(id = %&record.id[..12], error = %e, "rewriting /etc/hosts");
+        }
     }
 }

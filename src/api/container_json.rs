@@ -286,6 +286,18 @@ pub fn summary(r: &ContainerRecord) -> Value {
     })
 }
 
+/// The host config as dockerd shows it: what was asked, with the defaults
+/// dockerd fills in where the client sent none (the SDK reads `LogConfig`
+/// to decide whether it can read a container's output).
+fn host_config_view(hc: &crate::api::container_types::HostConfig) -> Value {
+    let mut view = serde_json::to_value(hc).unwrap_or_else(|_| Value::Object(Default::default()));
+    let log_type = view["LogConfig"]["Type"].as_str().unwrap_or_default();
+    if log_type.is_empty() {
+        view["LogConfig"] = serde_json::json!({"Type": "json-file", "Config": {}});
+    }
+    view
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,16 +312,4 @@ mod tests {
         assert_eq!(human_duration(d(3600)), "About an hour");
         assert_eq!(human_duration(d(3 * 24 * 3600)), "3 days");
     }
-}
-
-/// The host config as dockerd shows it: what was asked, with the defaults
-/// dockerd fills in where the client sent none (the SDK reads `LogConfig`
-/// to decide whether it can read a container's output).
-fn host_config_view(hc: &crate::api::container_types::HostConfig) -> Value {
-    let mut view = serde_json::to_value(hc).unwrap_or_else(|_| Value::Object(Default::default()));
-    let log_type = view["LogConfig"]["Type"].as_str().unwrap_or_default();
-    if log_type.is_empty() {
-        view["LogConfig"] = serde_json::json!({"Type": "json-file", "Config": {}});
-    }
-    view
 }

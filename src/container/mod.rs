@@ -26,6 +26,7 @@ pub mod rootfs;
 pub mod runtime;
 pub mod signal;
 pub mod spec;
+pub mod stale;
 pub mod store;
 mod supervisor;
 

@@ -580,6 +580,14 @@ impl Containerd {
                 }
             }
         }
+        // Only a private containerd's state directory is ours to sweep.
+        if self.pid().is_some() {
+            if let Some(state) = self.address.parent() {
+                removed
+                    .tasks
+                    .extend(super::stale::sweep_bundles(state, &self.address));
+            }
+        }
         if !removed.tasks.is_empty() || !removed.containers.is_empty() {
             tracing::info!(tasks = ?removed.tasks, containers = ?removed.containers, "removed containerd leftovers");
         }

@@ -20,6 +20,8 @@ use tokio::sync::watch;
 
 use crate::api::{self, AppState, ListenError, Listener, Server};
 use crate::config::{Config, Flags};
+use crate::container::runtime::{Containerd, RuntimeError};
+use crate::container::{ContainerError, ContainerManager, ManagerConfig};
 use crate::image::{ImageError, ImageStore};
 use logging::LogHandle;
 pub use pidfile::PidfileError;
@@ -59,6 +61,10 @@ pub enum DaemonError {
     Signals(#[source] io::Error),
     #[error(transparent)]
     Network(Box<network::NetworkSetupError>),
+    #[error(transparent)]
+    Containerd(#[from] RuntimeError),
+    #[error("containers: {0}")]
+    Containers(Box<ContainerError>),
     #[error("opening the image store: {0}")]
     Images(#[from] ImageError),
 }
@@ -77,6 +83,8 @@ impl Kind for DaemonError {
             DaemonError::Pidfile(e) => e.kind(),
             DaemonError::Listen(e) => e.kind(),
             DaemonError::Network(e) => e.kind(),
+            DaemonError::Containerd(e) => e.kind(),
+            DaemonError::Containers(e) => e.kind(),
             DaemonError::Images(e) => e.kind(),
             DaemonError::CreateDir { .. }
             | DaemonError::EngineId { .. }
@@ -105,15 +113,50 @@ pub async fn run(config: Config, flags: Flags, logs: LogHandle) -> Result<(), Da
     }
 
     // Containerd: connect to --containerd, or start and supervise a private one.
-    let controller = network::start(&config).await?;
-    let images = ImageStore::open(config.data_root.join(IMAGE_DIR)).await?;
-    // Containers: restore them, starting those whose restart policy says so.
-
+    let containerd = Arc::new(match &config.containerd {
+        Some(address) => Containerd::connect(address).await?,
+        None => Containerd::start_private(&config.data_root, &config.exec_root).await?,
+    });
+    let opened = async {
+        let controller = network::start(&config).await?;
+        let images = ImageStore::open(config.data_root.join(IMAGE_DIR)).await?;
+        Ok::<_, DaemonError>((controller, images))
+    };
+    let (controller, images) = match opened.await {
+        Ok(opened) => opened,
+        Err(e) => {
+            containerd.shutdown().await;
+            return Err(e);
+        }
+    };
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let state = AppState::new(
+        Arc::new(config.clone()),
+        engine_id.clone(),
+        shutdown_rx.clone(),
+    )
+    .with_network(controller.clone());
+    // Containers: restore them, starting those whose restart policy says so.
+    let containers = match open_containers(
+        &config,
+        &engine_id,
+        &containerd,
+        controller,
+        images.clone(),
+        &state,
+    ) {
+        Ok(m) => m,
+        Err(e) => {
+            containerd.shutdown().await;
+            return Err(e);
+        }
+    };
+    containers.restore().await;
     let state = Arc::new(
-        AppState::new(Arc::new(config.clone()), engine_id, shutdown_rx.clone())
-            .with_network(controller)
-            .with_images(Arc::new(images)),
+        state
+            .with_images(Arc::new(images))
+            .with_image_users(containers.clone())
+            .with_containers(containers.clone()),
     );
     let server = Server::start(listeners, Arc::new(api::router()), state, shutdown_rx);
     if let Err(e) = notify::notify("READY=1") {
@@ -130,8 +173,42 @@ pub async fn run(config: Config, flags: Flags, logs: LogHandle) -> Result<(), Da
     // Stop accepting, let in-flight requests finish, remove the sockets.
     let _ = shutdown_tx.send(true);
     server.drain(SHUTDOWN_GRACE).await;
+    containers.shutdown().await;
+    containerd.shutdown().await;
     tracing::info!("berthd stopped");
     Ok(())
+}
+
+/// The container manager over the image store, with a cgroup parent of
+/// this daemon's own (`/berth-<engine id prefix>`): daemons sharing a host
+/// then never remove each other's parent cgroup.
+fn open_containers(
+    config: &Config,
+    engine_id: &str,
+    containerd: &Arc<Containerd>,
+    controller: Arc<netcontroller::controller::Controller>,
+    images: ImageStore,
+    state: &AppState,
+) -> Result<Arc<ContainerManager>, DaemonError> {
+    let default_network = match config.bridge.bridge {
+        crate::config::DefaultBridge::Disabled => "none",
+        _ => "bridge",
+    };
+    let manager = ContainerManager::open(
+        ManagerConfig {
+            root: config.data_root.join("containers"),
+            run_root: config.exec_root.join("containers"),
+            dns: config.dns.iter().map(|ip| ip.to_string()).collect(),
+            default_network: default_network.to_string(),
+            cgroup_parent: format!("/berth-{}", &engine_id[..8]),
+        },
+        containerd.clone(),
+        controller,
+        images,
+        state.events.clone(),
+    )
+    .map_err(|e| DaemonError::Containers(Box::new(e)))?;
+    Ok(manager)
 }
 
 fn check_platform(euid: Uid) -> Result<(), DaemonError> {

@@ -35,6 +35,17 @@ fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
 enum Op {
     CreateNetwork(String),
     DeleteNetwork(String),
+    /// Start a created container (published port, on a network).
+    StartContainer(String),
+    RemoveContainer(String),
+    Connect {
+        network: String,
+        container: String,
+    },
+    Disconnect {
+        network: String,
+        container: String,
+    },
 }
 
 impl Op {
@@ -46,6 +57,18 @@ impl Op {
                 Some(json!({"Name": name, "Labels": {"crash": "1"}})),
             ),
             Op::DeleteNetwork(name) => ("DELETE", format!("/networks/{name}"), None),
+            Op::StartContainer(name) => ("POST", format!("/containers/{name}/start"), None),
+            Op::RemoveContainer(name) => ("DELETE", format!("/containers/{name}?force=1"), None),
+            Op::Connect { network, container } => (
+                "POST",
+                format!("/networks/{network}/connect"),
+                Some(json!({"Container": container})),
+            ),
+            Op::Disconnect { network, container } => (
+                "POST",
+                format!("/networks/{network}/disconnect"),
+                Some(json!({"Container": container, "Force": true})),
+            ),
         }
     }
 
@@ -55,6 +78,10 @@ impl Op {
         match self {
             Op::CreateNetwork(_) => Duration::from_millis(20),
             Op::DeleteNetwork(_) => Duration::from_millis(60),
+            Op::StartContainer(_) => Duration::from_millis(300),
+            Op::RemoveContainer(_) => Duration::from_millis(200),
+            Op::Connect { .. } => Duration::from_millis(20),
+            Op::Disconnect { .. } => Duration::from_millis(40),
         }
     }
 
@@ -62,18 +89,110 @@ impl Op {
         match self {
             Op::CreateNetwork(_) => "network create",
             Op::DeleteNetwork(_) => "network delete",
+            Op::StartContainer(_) => "container start",
+            Op::RemoveContainer(_) => "container remove",
+            Op::Connect { .. } => "connect",
+            Op::Disconnect { .. } => "disconnect",
         }
     }
 }
 
-/// Picks the next operation from what the API lists now.
+/// Containers the API lists: name -> (running, networks).
+fn containers(d: &Daemon) -> BTreeMap<String, (bool, Vec<String>)> {
+    d.get("/containers/json?all=1")
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let name = c["Names"][0]
+                .as_str()
+                .unwrap()
+                .trim_start_matches('/')
+                .to_string();
+            let running = c["State"] == "running";
+            let nets = c["NetworkSettings"]["Networks"]
+                .as_object()
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default();
+            (name, (running, nets))
+        })
+        .collect()
+}
+
+/// Creates (undisturbed) a container with a published port on `network`;
+/// every other one comes back by itself after a restart.
+fn create_container(d: &Daemon, name: &str, network: &str, port: u16, always: bool) {
+    let body = json!({
+        "Image": "busybox",
+        "Cmd": ["sleep", "600"],
+        "ExposedPorts": {"80/tcp": {}},
+        "HostConfig": {
+            "NetworkMode": network,
+            "PortBindings": {"80/tcp": [{"HostPort": port.to_string()}]},
+            "RestartPolicy": {"Name": if always { "always" } else { "no" }},
+        },
+    });
+    let reply = d.post(&format!("/containers/create?name={name}"), &body);
+    assert_eq!(reply.status, 201, "create {name}: {}", reply.text());
+}
+
+/// Picks the next operation from what the API lists now; may create a
+/// container first (not a kill point: creating only writes a record).
 fn next_op(rng: &mut StdRng, d: &Daemon, counter: &mut u32) -> Op {
-    let ours: Vec<String> = custom_networks(d).into_keys().collect();
-    if ours.len() < 2 || (ours.len() < 8 && rng.random_bool(0.6)) {
-        *counter += 1;
-        Op::CreateNetwork(format!("crash{counter}"))
-    } else {
-        Op::DeleteNetwork(ours[rng.random_range(0..ours.len())].clone())
+    let nets = custom_networks(d);
+    let ctrs = containers(d);
+    let in_use: BTreeSet<&String> = ctrs.values().flat_map(|(_, n)| n).collect();
+    let free_nets: Vec<&String> = nets.keys().filter(|n| !in_use.contains(n)).collect();
+    let running: Vec<&String> = ctrs
+        .iter()
+        .filter(|(_, (r, _))| *r)
+        .map(|(n, _)| n)
+        .collect();
+    match rng.random_range(0..10) {
+        0..=2 if nets.len() < 2 || (nets.len() < 6 && rng.random_bool(0.7)) => {
+            *counter += 1;
+            Op::CreateNetwork(format!("crash{counter}"))
+        }
+        0..=2 if !free_nets.is_empty() => {
+            Op::DeleteNetwork(free_nets[rng.random_range(0..free_nets.len())].clone())
+        }
+        3..=5 if ctrs.len() < 4 => {
+            *counter += 1;
+            let name = format!("ctr{counter}");
+            let mut choices: Vec<&str> = nets.keys().map(String::as_str).collect();
+            choices.push("bridge");
+            let network = choices[rng.random_range(0..choices.len())];
+            create_container(
+                d,
+                &name,
+                network,
+                20000 + *counter as u16,
+                rng.random_bool(0.5),
+            );
+            Op::StartContainer(name)
+        }
+        3..=6 if !ctrs.is_empty() => {
+            let names: Vec<&String> = ctrs.keys().collect();
+            Op::RemoveContainer(names[rng.random_range(0..names.len())].clone())
+        }
+        7..=9 if !running.is_empty() && !nets.is_empty() => {
+            let container = running[rng.random_range(0..running.len())].clone();
+            let attached = &ctrs[&container].1;
+            let candidates: Vec<&String> = nets.keys().collect();
+            let network = candidates[rng.random_range(0..candidates.len())].clone();
+            if attached.contains(&network) && attached.len() > 1 {
+                Op::Disconnect { network, container }
+            } else if attached.contains(&network) {
+                Op::RemoveContainer(container)
+            } else {
+                Op::Connect { network, container }
+            }
+        }
+        _ => {
+            *counter += 1;
+            Op::CreateNetwork(format!("crash{counter}"))
+        }
     }
 }
 
@@ -106,6 +225,7 @@ fn sigkill_at_random_moments_leaves_a_consistent_daemon() {
     eprintln!("crash test: seed {seed}, {kills} kill points (BERTH_CRASH_SEED={seed} replays)");
     let mut rng = StdRng::seed_from_u64(seed);
     let mut d = Daemon::start();
+    d.import_busybox();
     let mut counter = 0;
     let mut inside: BTreeMap<&'static str, u32> = BTreeMap::new();
     for point in 0..kills {
@@ -124,6 +244,12 @@ fn sigkill_at_random_moments_leaves_a_consistent_daemon() {
         let op = next_op(&mut rng, &d, &mut counter);
         let delay = op.window().mul_f64(rng.random::<f64>());
         let before: BTreeSet<String> = custom_networks(&d).into_keys().collect();
+        let running_before: BTreeSet<String> = containers(&d)
+            .into_iter()
+            .filter(|(_, (running, _))| *running)
+            .map(|(name, _)| name)
+            .collect();
+        let ctrs_before: BTreeSet<String> = containers(&d).into_keys().collect();
         if kill_during(&mut d, &op, delay) {
             *inside.entry(op.kind()).or_default() += 1;
         }
@@ -133,9 +259,47 @@ fn sigkill_at_random_moments_leaves_a_consistent_daemon() {
         let after: BTreeSet<String> = custom_networks(&d).into_keys().collect();
         let mut done = before.clone();
         match &op {
-            Op::CreateNetwork(name) => done.insert(name.clone()),
-            Op::DeleteNetwork(name) => done.remove(name),
-        };
+            Op::CreateNetwork(name) => {
+                done.insert(name.clone());
+            }
+            Op::DeleteNetwork(name) => {
+                done.remove(name);
+            }
+            _ => {}
+        }
+        let ctrs_after: BTreeSet<String> = containers(&d).into_keys().collect();
+        for name in ctrs_before.difference(&ctrs_after) {
+            assert!(
+                matches!(&op, Op::RemoveContainer(n) if n == name),
+                "{at}: container {name} lost"
+            );
+        }
+        // Containers that ran and always restart are back (but the one a
+        // forced removal was killing when the daemon died).
+        for name in running_before.intersection(&ctrs_after) {
+            if matches!(&op, Op::RemoveContainer(n) if n == name) {
+                continue;
+            }
+            let c = d.get(&format!("/containers/{name}/json")).json();
+            if c["HostConfig"]["RestartPolicy"]["Name"] == "always" {
+                assert_eq!(
+                    c["State"]["Running"], true,
+                    "{at}: {name} did not come back: {}",
+                    c["State"]
+                );
+            }
+        }
+        // A start cut short can be done again.
+        if let Op::StartContainer(name) = &op {
+            let reply = d.post(&format!("/containers/{name}/start"), &json!({}));
+            assert!(
+                matches!(reply.status, 204 | 304),
+                "{at}: start {name} again: {} {}",
+                reply.status,
+                reply.text()
+            );
+            check_invariants(&d, &format!("{at}, started again"));
+        }
         assert!(
             after == before || after == done,
             "{at}: networks were {before:?}, now {after:?}"
@@ -145,6 +309,10 @@ fn sigkill_at_random_moments_leaves_a_consistent_daemon() {
     let reply = d.post("/networks/create", &json!({"Name": "after-crashes"}));
     assert_eq!(reply.status, 201, "{}", reply.text());
     assert_eq!(d.delete("/networks/after-crashes").status, 204);
+    for name in containers(&d).keys() {
+        let reply = d.delete(&format!("/containers/{name}?force=1"));
+        assert_eq!(reply.status, 204, "{}", reply.text());
+    }
     for name in custom_networks(&d).keys() {
         assert_eq!(d.delete(&format!("/networks/{name}")).status, 204);
     }

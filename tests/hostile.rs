@@ -145,6 +145,36 @@ fn plausible_create() -> impl Strategy<Value = Value> {
         )
 }
 
+/// A container create body with one part replaced by anything.
+fn mutated_container() -> impl Strategy<Value = Value> {
+    let field = prop_oneof![
+        Just("Image"),
+        Just("Cmd"),
+        Just("Entrypoint"),
+        Just("Env"),
+        Just("ExposedPorts"),
+        Just("HostConfig"),
+        Just("NetworkingConfig"),
+        Just("Labels"),
+        Just("StopSignal"),
+        Just("MacAddress"),
+    ];
+    (field, any_json()).prop_map(|(field, value)| {
+        let mut body = json!({
+            "Image": "busybox",
+            "Cmd": ["true"],
+            "ExposedPorts": {"80/tcp": {}},
+            "HostConfig": {
+                "NetworkMode": "bridge",
+                "PortBindings": {"80/tcp": [{"HostPort": "18080"}]},
+                "RestartPolicy": {"Name": "no"},
+            },
+        });
+        body[field] = value;
+        body
+    })
+}
+
 #[derive(Debug, Clone)]
 enum Body {
     Json(Value),
@@ -245,7 +275,52 @@ fn any_case() -> impl Strategy<Value = Case> {
             path: format!("/events?until=0&filters={}", encode(&f)),
             body: Body::Bytes(Vec::new()),
         }),
+        prop_oneof![
+            mutated_container().prop_map(Body::Json),
+            any_json().prop_map(Body::Json),
+        ]
+        .prop_map(|body| Case {
+            method: "POST",
+            path: "/containers/create".into(),
+            body,
+        }),
+        any_filters().prop_map(|f| Case {
+            method: "GET",
+            path: format!("/containers/json?all=1&filters={}", encode(&f)),
+            body: Body::Bytes(Vec::new()),
+        }),
+        (
+            any_id(),
+            prop_oneof![
+                Just("json"),
+                Just("start"),
+                Just("stop"),
+                Just("kill"),
+                Just("wait")
+            ],
+            "\\PC{0,12}"
+        )
+            .prop_map(|(id, action, arg)| Case {
+                method: if action == "json" { "GET" } else { "POST" },
+                path: format!(
+                    "/containers/{}/{action}?signal={}&t={}",
+                    encode(&id),
+                    encode(&arg),
+                    encode(&arg)
+                ),
+                body: Body::Bytes(Vec::new()),
+            }),
     ]
+}
+
+fn container_ids(d: &Daemon) -> BTreeSet<String> {
+    d.get("/containers/json?all=1")
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["Id"].as_str().unwrap().to_string())
+        .collect()
 }
 
 fn network_names(d: &Daemon) -> BTreeSet<String> {
@@ -261,7 +336,9 @@ fn network_names(d: &Daemon) -> BTreeSet<String> {
 #[test]
 fn generated_requests_get_4xx_and_change_nothing() {
     let d = Daemon::start();
+    d.import_busybox();
     let before = network_names(&d);
+    let containers_before = container_ids(&d);
     let mut runner = TestRunner::new(Config {
         cases: cases(),
         failure_persistence: None,
@@ -306,14 +383,20 @@ fn generated_requests_get_4xx_and_change_nothing() {
                 let id = reply.json()["Id"].as_str().unwrap().to_string();
                 prop_assert_eq!(d.delete(&format!("/networks/{id}")).status, 204);
             }
-            // Whatever was refused left the set of networks as it was.
+            if case.path == "/containers/create" && reply.status == 201 {
+                created.set(created.get() + 1);
+                let id = reply.json()["Id"].as_str().unwrap().to_string();
+                prop_assert_eq!(d.delete(&format!("/containers/{id}?force=1")).status, 204);
+            }
+            // Whatever was refused left networks and containers as they were.
             prop_assert_eq!(&network_names(&d), &before);
+            prop_assert_eq!(&container_ids(&d), &containers_before);
             Ok(())
         })
         .unwrap();
     assert_eq!(d.get("/_ping").status, 200);
     eprintln!(
-        "{} generated requests answered without a 5xx ({} networks created and removed)",
+        "{} generated requests answered without a 5xx ({} networks or containers created and removed)",
         answered.get(),
         created.get()
     );

@@ -1,7 +1,9 @@
 //! Concurrency under load: 8 clients at once, for a bounded time, doing a
-//! mixed workload against one berthd. Afterwards: no 5xx was answered, no
-//! address or subnet is held twice, the kernel matches the API, and the p99
-//! latency of each call is reported.
+//! mixed workload of networks and containers against one berthd.
+//! Afterwards: no 5xx was answered, no address, subnet or port is held
+//! twice, the kernel matches the API, and the p99 latency of each call is
+//! reported. A second test sends SIGTERM in the middle of such a load: the
+//! containers are stopped and the kernel is left clean.
 //!
 //! `BERTH_LOAD_SECS=N` sets the duration (default 8 s).
 
@@ -9,6 +11,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -23,6 +26,8 @@ const CLIENTS: usize = 8;
 /// Networks one client keeps at most: the default pools hold 31 subnets
 /// (172.17-31/16 and sixteen /20s of 192.168/16), docker0 takes one.
 const PER_CLIENT: usize = 3;
+/// Containers one client keeps at most.
+const CONTAINERS_PER_CLIENT: usize = 2;
 
 /// Latencies per call kind, and every answer that was a 5xx.
 #[derive(Default)]
@@ -32,9 +37,22 @@ struct Tally {
 }
 
 struct Client {
+    id: usize,
     socket: PathBuf,
     tally: Arc<Mutex<Tally>>,
+    /// Set when the daemon is being stopped under the client's feet: from
+    /// then on failed calls end the loop instead of failing the test.
+    stopping: Arc<AtomicBool>,
 }
+
+/// A client's own container: its name and the networks it is on.
+struct Ctr {
+    name: String,
+    networks: Vec<String>,
+}
+
+/// Why a client's loop ended early.
+struct Stopped;
 
 impl Client {
     fn call(
@@ -43,79 +61,172 @@ impl Client {
         method: &str,
         path: &str,
         body: Option<Value>,
-    ) -> (u16, Value) {
+    ) -> Result<(u16, Value), Stopped> {
         let bytes = body
             .as_ref()
             .map(|b| serde_json::to_vec(b).unwrap())
             .unwrap_or_default();
         let ct = body.as_ref().map(|_| "application/json");
         let started = Instant::now();
-        let reply = http(&self.socket, method, path, ct, bytes)
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let reply = match http(&self.socket, method, path, ct, bytes) {
+            Ok(reply) => reply,
+            Err(_) if self.stopping.load(Ordering::Relaxed) => return Err(Stopped),
+            Err(e) => panic!("{method} {path}: {e}"),
+        };
         let took = started.elapsed();
         let mut tally = self.tally.lock().unwrap();
-        tally.latencies.entry(kind).or_default().push(took);
         if reply.status >= 500 {
+            if self.stopping.load(Ordering::Relaxed) {
+                return Err(Stopped);
+            }
             tally.server_errors.push(format!(
                 "{method} {path} -> {} {}",
                 reply.status,
                 reply.text()
             ));
         }
+        tally.latencies.entry(kind).or_default().push(took);
         let json = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
-        (reply.status, json)
+        Ok((reply.status, json))
     }
 
-    /// One client's loop: its own networks, created, looked at, deleted.
-    fn run(&self, client: usize, until: Instant) -> usize {
+    /// `call`, expecting `want`; a different answer fails the test unless
+    /// the daemon is stopping.
+    fn expect(
+        &self,
+        want: &[u16],
+        kind: &'static str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, Stopped> {
+        let (status, answer) = self.call(kind, method, path, body)?;
+        if !want.contains(&status) {
+            if self.stopping.load(Ordering::Relaxed) {
+                return Err(Stopped);
+            }
+            panic!("client {}: {method} {path}: {status} {answer}", self.id);
+        }
+        Ok(answer)
+    }
+
+    /// One client's loop over its own networks and containers.
+    fn run(&self, until: Instant) -> usize {
+        let mut nets: Vec<String> = Vec::new();
+        let mut ctrs: Vec<Ctr> = Vec::new();
+        let calls = self.work(until, &mut nets, &mut ctrs).unwrap_or(0);
+        if !self.stopping.load(Ordering::Relaxed) {
+            for c in ctrs {
+                let path = format!("/containers/{}?force=1", c.name);
+                let _ = self.expect(&[204], "container remove", "DELETE", &path, None);
+            }
+            for n in nets {
+                let path = format!("/networks/{n}");
+                let _ = self.expect(&[204], "network delete", "DELETE", &path, None);
+            }
+        }
+        calls
+    }
+
+    fn work(
+        &self,
+        until: Instant,
+        nets: &mut Vec<String>,
+        ctrs: &mut Vec<Ctr>,
+    ) -> Result<usize, Stopped> {
+        let client = self.id;
         let mut rng = StdRng::seed_from_u64(client as u64);
-        let mut mine: Vec<String> = Vec::new();
         let mut counter = 0;
         let mut calls = 0;
         while Instant::now() < until {
             calls += 1;
-            let roll = rng.random_range(0..10);
-            if mine.is_empty() || (roll < 4 && mine.len() < PER_CLIENT) {
-                counter += 1;
-                let name = format!("load-{client}-{counter}");
-                let (status, body) = self.call(
-                    "network create",
-                    "POST",
-                    "/networks/create",
-                    Some(json!({"Name": name, "Labels": {"load": "1"}})),
-                );
-                assert_eq!(status, 201, "create {name}: {body}");
-                mine.push(name);
-            } else if roll < 6 {
-                let name = mine.remove(rng.random_range(0..mine.len()));
-                let (status, body) = self.call(
-                    "network delete",
-                    "DELETE",
-                    &format!("/networks/{name}"),
-                    None,
-                );
-                assert_eq!(status, 204, "delete {name}: {body}");
-            } else if roll < 8 {
-                let name = &mine[rng.random_range(0..mine.len())];
-                let (status, body) =
-                    self.call("network inspect", "GET", &format!("/networks/{name}"), None);
-                assert_eq!(status, 200, "inspect {name}: {body}");
-                assert_eq!(body["Name"], json!(name));
-            } else {
-                let (status, _) = self.call("network list", "GET", "/networks", None);
-                assert_eq!(status, 200);
+            counter += 1;
+            let used: Vec<&String> = ctrs.iter().flat_map(|c| &c.networks).collect();
+            let free: Vec<String> = nets.iter().filter(|n| !used.contains(n)).cloned().collect();
+            match rng.random_range(0..12) {
+                0..=1 if nets.len() < PER_CLIENT => {
+                    let name = format!("load-{client}-{counter}");
+                    let body = json!({"Name": name, "Labels": {"load": "1"}});
+                    self.expect(
+                        &[201],
+                        "network create",
+                        "POST",
+                        "/networks/create",
+                        Some(body),
+                    )?;
+                    nets.push(name);
+                }
+                2 if !free.is_empty() => {
+                    let name = &free[rng.random_range(0..free.len())];
+                    let path = format!("/networks/{name}");
+                    self.expect(&[204], "network delete", "DELETE", &path, None)?;
+                    nets.retain(|n| n != name);
+                }
+                3..=4 if ctrs.len() < CONTAINERS_PER_CLIENT && !nets.is_empty() => {
+                    let name = format!("lc-{client}-{counter}");
+                    let network = nets[rng.random_range(0..nets.len())].clone();
+                    let port = 30000 + (client * 1000 + counter) as u16;
+                    let body = json!({
+                        "Image": "busybox",
+                        "Cmd": ["sleep", "600"],
+                        "StopTimeout": 1,
+                        "ExposedPorts": {"80/tcp": {}},
+                        "HostConfig": {
+                            "NetworkMode": network,
+                            "PortBindings": {"80/tcp": [{"HostPort": port.to_string()}]},
+                        },
+                    });
+                    let path = format!("/containers/create?name={name}");
+                    self.expect(&[201], "container create", "POST", &path, Some(body))?;
+                    let path = format!("/containers/{name}/start");
+                    self.expect(&[204], "container start", "POST", &path, None)?;
+                    ctrs.push(Ctr {
+                        name,
+                        networks: vec![network],
+                    });
+                }
+                5 if !ctrs.is_empty() => {
+                    let c = ctrs.remove(rng.random_range(0..ctrs.len()));
+                    let path = format!("/containers/{}?force=1", c.name);
+                    self.expect(&[204], "container remove", "DELETE", &path, None)?;
+                }
+                6..=7 if !ctrs.is_empty() && !nets.is_empty() => {
+                    let i = rng.random_range(0..ctrs.len());
+                    let network = nets[rng.random_range(0..nets.len())].clone();
+                    let c = &mut ctrs[i];
+                    if !c.networks.contains(&network) {
+                        let path = format!("/networks/{network}/connect");
+                        let body = json!({"Container": c.name});
+                        self.expect(&[200], "connect", "POST", &path, Some(body))?;
+                        c.networks.push(network);
+                    } else if c.networks.len() > 1 {
+                        let path = format!("/networks/{network}/disconnect");
+                        let body = json!({"Container": c.name});
+                        self.expect(&[200], "disconnect", "POST", &path, Some(body))?;
+                        c.networks.retain(|n| n != &network);
+                    }
+                }
+                8 if !ctrs.is_empty() => {
+                    let c = &ctrs[rng.random_range(0..ctrs.len())];
+                    let path = format!("/containers/{}/json", c.name);
+                    let body = self.expect(&[200], "container inspect", "GET", &path, None)?;
+                    assert_eq!(body["State"]["Running"], true, "{body}");
+                }
+                9 => {
+                    self.expect(&[200], "container list", "GET", "/containers/json", None)?;
+                }
+                10 if !nets.is_empty() => {
+                    let name = &nets[rng.random_range(0..nets.len())];
+                    let path = format!("/networks/{name}");
+                    let body = self.expect(&[200], "network inspect", "GET", &path, None)?;
+                    assert_eq!(body["Name"], json!(name));
+                }
+                _ => {
+                    self.expect(&[200], "network list", "GET", "/networks", None)?;
+                }
             }
         }
-        for name in mine {
-            let (status, body) = self.call(
-                "network delete",
-                "DELETE",
-                &format!("/networks/{name}"),
-                None,
-            );
-            assert_eq!(status, 204, "delete {name}: {body}");
-        }
-        calls
+        Ok(calls)
     }
 }
 
@@ -124,24 +235,42 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank - 1]
 }
 
-#[test]
-fn eight_clients_at_once_get_no_5xx_and_leave_a_consistent_state() {
-    let secs: u64 = std::env::var("BERTH_LOAD_SECS")
+fn load_secs() -> u64 {
+    std::env::var("BERTH_LOAD_SECS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(8);
-    let d = Daemon::start();
-    let tally = Arc::new(Mutex::new(Tally::default()));
-    let until = Instant::now() + Duration::from_secs(secs);
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|i| {
+        .unwrap_or(8)
+}
+
+/// Starts the clients; they run until `until` or until the daemon stops.
+fn start_clients(
+    d: &Daemon,
+    tally: &Arc<Mutex<Tally>>,
+    stopping: &Arc<AtomicBool>,
+    until: Instant,
+) -> Vec<thread::JoinHandle<usize>> {
+    (0..CLIENTS)
+        .map(|id| {
             let client = Client {
+                id,
                 socket: d.paths.socket.clone(),
                 tally: tally.clone(),
+                stopping: stopping.clone(),
             };
-            thread::spawn(move || client.run(i, until))
+            thread::spawn(move || client.run(until))
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn eight_clients_at_once_get_no_5xx_and_leave_a_consistent_state() {
+    let secs = load_secs();
+    let d = Daemon::start();
+    d.import_busybox();
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let stopping = Arc::new(AtomicBool::new(false));
+    let until = Instant::now() + Duration::from_secs(secs);
+    let clients = start_clients(&d, &tally, &stopping, until);
     let calls: usize = clients.into_iter().map(|c| c.join().unwrap()).sum();
 
     let tally = tally.lock().unwrap();
@@ -157,10 +286,72 @@ fn eight_clients_at_once_get_no_5xx_and_leave_a_consistent_state() {
         let mut sorted = latencies.clone();
         sorted.sort();
         eprintln!(
-            "load: {kind:16} n={:5} p50={:?} p99={:?}",
+            "load: {kind:17} n={:5} p50={:?} p99={:?}",
             sorted.len(),
             percentile(&sorted, 0.50),
             percentile(&sorted, 0.99)
         );
     }
+}
+
+#[test]
+fn sigterm_under_load_stops_containers_and_leaves_the_kernel_clean() {
+    let mut d = Daemon::start();
+    d.import_busybox();
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let stopping = Arc::new(AtomicBool::new(false));
+    let clients = start_clients(
+        &d,
+        &tally,
+        &stopping,
+        Instant::now() + Duration::from_secs(120),
+    );
+    // Let containers come up, then stop the daemon in the middle of it all.
+    common::eventually("containers running under load", || {
+        d.get("/containers/json").json().as_array().unwrap().len() >= CLIENTS / 2
+    });
+    stopping.store(true, Ordering::Relaxed);
+    let status = d.stop();
+    assert!(
+        status.success(),
+        "berthd stopped with {status}:\n{}",
+        d.log()
+    );
+    for c in clients {
+        c.join().unwrap();
+    }
+
+    // Nothing of any container is left in the kernel.
+    let links = d.ip_json(&["link", "show"]);
+    let veths: Vec<&str> = links
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["ifname"].as_str())
+        .filter(|n| n.starts_with("veth"))
+        .collect();
+    assert!(veths.is_empty(), "veths left: {veths:?}");
+    let rules = d.iptables_save();
+    assert!(!rules.contains("-j DNAT"), "port rules left:\n{rules}");
+    let netns: Vec<_> = std::fs::read_dir(d.paths.exec_root.join("netns"))
+        .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(netns.is_empty(), "namespace mounts left: {netns:?}");
+    let root = d.paths.root.display().to_string();
+    let overlays: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(&root) && l.contains(" - overlay "))
+        .map(str::to_owned)
+        .collect();
+    assert!(overlays.is_empty(), "overlay mounts left: {overlays:#?}");
+
+    // Started again, every container is found stopped and all is consistent.
+    d.launch();
+    let all = d.get("/containers/json?all=1").json();
+    assert!(!all.as_array().unwrap().is_empty());
+    for c in all.as_array().unwrap() {
+        assert_ne!(c["State"], "running", "{c}");
+    }
+    check_invariants(&d, "after the restart");
 }

@@ -7,13 +7,17 @@
 //! with the [`response`] helpers, and fail with `?` on any error that has a
 //! [`netcontroller::error::Kind`]: [`status_for`] maps kinds to statuses.
 
+mod container_io;
+mod container_json;
 pub mod container_types;
+mod containers;
 mod error;
 mod events;
 mod filters;
 mod hostinfo;
 mod images;
 mod listener;
+mod network_connect;
 pub mod network_types;
 pub mod networks;
 mod request;
@@ -43,5 +47,8 @@ pub fn router() -> Router {
     let router = system::routes(Router::new());
     let router = networks::routes(router);
     let router = images::routes(router);
+    let router = network_connect::routes(router);
+    let router = containers::routes(router);
+    let router = container_io::routes(router);
     events::routes(router)
 }

@@ -3,6 +3,8 @@
 use std::sync::Arc;
 
 use netcontroller::controller::Controller;
+
+use crate::container::ContainerManager;
 use tokio::sync::watch;
 
 use super::error::ApiError;
@@ -25,9 +27,11 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// The engine's stable identity (`/info` ID), kept in `<data-root>/engine-id`.
     pub engine_id: String,
-    pub events: EventBus,
+    pub events: Arc<EventBus>,
     /// Absent only in handler unit tests that need no network.
     network: Option<Arc<Controller>>,
+    /// Absent only in handler unit tests that need no containers.
+    containers: Option<Arc<ContainerManager>>,
     /// Absent only in handler unit tests that need no images.
     images: Option<Arc<ImageStore>>,
     image_users: Option<Arc<dyn ImageUsers>>,
@@ -43,8 +47,9 @@ impl AppState {
         AppState {
             config,
             engine_id,
-            events: EventBus::default(),
+            events: Arc::new(EventBus::default()),
             network: None,
+            containers: None,
             images: None,
             image_users: None,
             shutdown,
@@ -55,6 +60,19 @@ impl AppState {
     pub fn with_network(mut self, controller: Arc<Controller>) -> AppState {
         self.network = Some(controller);
         self
+    }
+
+    /// Plugs in the container manager (done once at start-up).
+    pub fn with_containers(mut self, manager: Arc<ContainerManager>) -> AppState {
+        self.containers = Some(manager);
+        self
+    }
+
+    /// The container manager.
+    pub fn containers(&self) -> Result<&Arc<ContainerManager>, ApiError> {
+        self.containers
+            .as_ref()
+            .ok_or_else(|| ApiError::system("containers are not available"))
     }
 
     /// The network controller.

@@ -135,14 +135,18 @@ async fn info(ctx: Ctx) -> ApiResult {
         "Error": "",
         "RemoteManagers": null,
     });
+    let (total, running) = ctx.state().containers().map_or((0, 0), |m| {
+        let all = m.store().list();
+        let running = all.iter().filter(|e| e.record().state.running()).count();
+        (all.len(), running)
+    });
     let mut info = json!({
         "ID": ctx.state().engine_id,
-        // Berth runs no containers yet: the container store reports these
-        // counts once it exists.
-        "Containers": 0,
-        "ContainersRunning": 0,
+        "Containers": total,
+        "ContainersRunning": running,
+        // berthd does not pause containers.
         "ContainersPaused": 0,
-        "ContainersStopped": 0,
+        "ContainersStopped": total - running,
         "Images": images,
         "Driver": "overlayfs",
         "DriverStatus": [["driver-type", "io.containerd.snapshotter.v1"]],

@@ -169,14 +169,15 @@ pub struct Leftovers {
 pub struct Containerd {
     channel: Channel,
     address: PathBuf,
-    supervisor: Option<Supervisor>,
+    /// Taken out by `shutdown`.
+    supervisor: std::sync::Mutex<Option<Supervisor>>,
 }
 
 impl std::fmt::Debug for Containerd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Containerd")
             .field("address", &self.address)
-            .field("private", &self.supervisor.is_some())
+            .field("private", &self.lock_supervisor().is_some())
             .finish()
     }
 }
@@ -254,7 +255,7 @@ impl Containerd {
         let containerd = Containerd {
             channel,
             address: address.clone(),
-            supervisor: Some(supervisor),
+            supervisor: std::sync::Mutex::new(Some(supervisor)),
         };
         tracing::info!(address = %address.display(), elapsed = ?started.elapsed(), "private containerd ready");
         Ok(containerd)
@@ -271,7 +272,7 @@ impl Containerd {
         let containerd = Containerd {
             channel,
             address: address.to_path_buf(),
-            supervisor: None,
+            supervisor: std::sync::Mutex::new(None),
         };
         containerd.version().await?;
         Ok(containerd)
@@ -284,22 +285,27 @@ impl Containerd {
 
     /// The pid of our private containerd, when it is ours and running.
     pub fn pid(&self) -> Option<u32> {
-        self.supervisor
+        self.lock_supervisor()
             .as_ref()
             .and_then(|s| s.pid())
             .map(|p| p as u32)
     }
 
+    fn lock_supervisor(&self) -> std::sync::MutexGuard<'_, Option<Supervisor>> {
+        self.supervisor.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// How many times our private containerd was restarted after dying.
     pub fn restarts(&self) -> u32 {
-        self.supervisor.as_ref().map_or(0, |s| s.restarts())
+        self.lock_supervisor().as_ref().map_or(0, |s| s.restarts())
     }
 
     /// Stops our private containerd (SIGTERM, SIGKILL after a bound); only
     /// drops the connection when the containerd is not ours. Tasks keep
     /// running in their shims, as with dockerd.
-    pub async fn shutdown(mut self) {
-        if let Some(mut supervisor) = self.supervisor.take() {
+    pub async fn shutdown(&self) {
+        let supervisor = self.lock_supervisor().take();
+        if let Some(mut supervisor) = supervisor {
             let _ = tokio::task::spawn_blocking(move || supervisor.stop_blocking(STOP_GRACE)).await;
         }
     }
@@ -572,6 +578,14 @@ impl Containerd {
                     tracing::warn!(%id, error = %e, "cannot remove leftover container");
                     first_error.get_or_insert(e);
                 }
+            }
+        }
+        // Only a private containerd's state directory is ours to sweep.
+        if self.pid().is_some() {
+            if let Some(state) = self.address.parent() {
+                removed
+                    .tasks
+                    .extend(super::stale::sweep_bundles(state, &self.address));
             }
         }
         if !removed.tasks.is_empty() || !removed.containers.is_empty() {

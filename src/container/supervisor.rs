@@ -148,6 +148,9 @@ fn spawn(cmd: &ChildCommand) -> io::Result<std::process::Child> {
     let mut command = Command::new(&cmd.binary);
     command
         .args(&cmd.args)
+        // containerd speaks sd_notify too: its READY=1 must not reach the
+        // service manager as ours (dockerd strips it as well).
+        .env_remove("NOTIFY_SOCKET")
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);

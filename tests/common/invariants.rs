@@ -130,8 +130,129 @@ pub fn check_invariants(d: &Daemon, at: &str) {
             assert!(!overlaps(*sa, *sb), "{at}: {a} and {b} overlap");
         }
     }
+    check_containers(d, &links, &rules, at);
     // Every stored document parses.
     check_store(&d.paths.data_root, at);
+}
+
+/// Containers: what runs has its sandbox, veths, addresses and port rules;
+/// what does not run has none; nothing is held twice.
+fn check_containers(d: &Daemon, links: &BTreeMap<String, Option<String>>, rules: &str, at: &str) {
+    let list = d.get("/containers/json?all=1");
+    assert_eq!(list.status, 200, "{at}: {}", list.text());
+    let mut sandboxes = BTreeSet::new();
+    let mut endpoints = 0;
+    let mut addresses = BTreeSet::new();
+    let mut host_ports = BTreeSet::new();
+    let mut dnat = BTreeSet::new();
+    let mut running_ids = Vec::new();
+    for summary in list.json().as_array().unwrap() {
+        let id = summary["Id"].as_str().unwrap();
+        let c = d.get(&format!("/containers/{id}/json")).json();
+        let name = c["Name"].as_str().unwrap_or_default().to_string();
+        let running = c["State"]["Running"].as_bool().unwrap();
+        let networks = c["NetworkSettings"]["Networks"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        if !running {
+            for (net, ep) in &networks {
+                assert_eq!(
+                    ep["IPAddress"], "",
+                    "{at}: stopped {name} holds an address on {net}"
+                );
+            }
+            continue;
+        }
+        running_ids.push(id.to_string());
+        let key = c["NetworkSettings"]["SandboxKey"]
+            .as_str()
+            .unwrap_or_default();
+        if !key.is_empty() {
+            assert!(
+                Path::new(key).exists(),
+                "{at}: {name}: sandbox {key} missing"
+            );
+            assert!(
+                sandboxes.insert(key.to_string()),
+                "{at}: sandbox {key} shared"
+            );
+        }
+        for (net, ep) in &networks {
+            let ip = ep["IPAddress"].as_str().unwrap_or_default();
+            if ip.is_empty() {
+                continue;
+            }
+            endpoints += 1;
+            assert!(
+                addresses.insert((net.clone(), ip.to_string())),
+                "{at}: {ip} on {net} held twice"
+            );
+        }
+        // Ports are published on the primary network, the one it was run on.
+        let primary = match c["HostConfig"]["NetworkMode"].as_str().unwrap_or("default") {
+            "default" => "bridge",
+            mode => mode,
+        };
+        let ip = networks
+            .get(primary)
+            .and_then(|ep| ep["IPAddress"].as_str())
+            .filter(|s| !s.is_empty());
+        if let Some(ports) = c["NetworkSettings"]["Ports"].as_object() {
+            for (port, bindings) in ports {
+                for b in bindings.as_array().into_iter().flatten() {
+                    let host = b["HostPort"].as_str().unwrap().to_string();
+                    let key = (port.rsplit('/').next().unwrap().to_string(), host.clone());
+                    assert!(host_ports.insert(key), "{at}: host port {host} held twice");
+                    if let Some(ip) = ip {
+                        let target = port.split('/').next().unwrap();
+                        dnat.insert(format!("{ip}:{target}"));
+                    }
+                }
+            }
+        }
+    }
+    // Kernel side: one host-side veth per endpoint of a running container,
+    // one namespace mount per running sandbox, DNAT only for live bindings.
+    let veths = links.keys().filter(|l| l.starts_with("veth")).count();
+    assert_eq!(
+        veths, endpoints,
+        "{at}: {veths} veths for {endpoints} endpoints"
+    );
+    let netns_dir = d.paths.exec_root.join("netns");
+    let mounted: BTreeSet<String> = std::fs::read_dir(&netns_dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path().display().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        mounted, sandboxes,
+        "{at}: namespace mounts vs running sandboxes"
+    );
+    let in_rules: BTreeSet<String> = rules
+        .lines()
+        .filter(|l| l.contains("-j DNAT"))
+        .filter_map(|l| l.split("--to-destination ").nth(1))
+        .map(|t| t.split_whitespace().next().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        in_rules, dnat,
+        "{at}: DNAT rules vs published ports of running containers"
+    );
+    // Overlay mounts belong to running containers only.
+    let root = d.paths.root.display().to_string();
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    for line in mountinfo
+        .lines()
+        .filter(|l| l.contains(&root) && l.contains(" - overlay "))
+    {
+        assert!(
+            running_ids.iter().any(|id| line.contains(id.as_str())),
+            "{at}: overlay mount of no running container: {line}"
+        );
+    }
 }
 
 fn check_store(dir: &Path, at: &str) {

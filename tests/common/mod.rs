@@ -731,6 +731,10 @@ impl Drop for Daemon {
                 self.log()
             );
         }
+        // Shims of tasks a killed daemon's containerd never learned about
+        // outlive it: the same sweep the daemon does at start-up.
+        let state = self.paths.exec_root.join("containerd");
+        berthd::container::stale::sweep_bundles(&state, &state.join("containerd.sock"));
         if let Err(e) = unmount_under(self.dir.path()) {
             eprintln!("unmounting under {}: {e}", self.dir.path().display());
         }

@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 
 use super::lifecycle;
-use super::{open_daemon, order, Sides, Step, Timings};
+use super::{open_daemon, order, settle, Sides, Step, Timings};
 use crate::api::container_spec;
 use crate::cli::Args;
 use crate::daemon::Daemon;
@@ -56,6 +56,7 @@ fn start_all(args: &Args, sides: &mut Sides, report: &mut Report) -> Result<[Vec
         signals::check()?;
         for kind in order(i) {
             if let Some(daemon) = open_daemon(&step, sides, kind) {
+                settle();
                 let r = start_one(daemon, &format!("bench-c-{i}"), &mut ctrs[kind.index()]);
                 step.take(kind, r);
             }
@@ -128,6 +129,7 @@ fn connect_cycle(
                 continue;
             };
             if let Some(daemon) = open_daemon(&step, sides, kind) {
+                settle();
                 let r = connect_once(daemon, net, ctr);
                 step.take(kind, r);
             }
@@ -177,6 +179,7 @@ fn stop_remove(sides: &mut Sides, report: &mut Report, ctrs: [Vec<String>; 2]) -
                 continue;
             };
             if let Some(daemon) = open_daemon(&step, sides, kind) {
+                settle();
                 let r = stop_remove_one(daemon, id);
                 step.take(kind, r);
             }
@@ -260,6 +263,7 @@ pub fn published_ports(args: &Args, sides: &mut Sides, report: &mut Report) -> R
             };
             if let Some(daemon) = open_daemon(&step, sides, kind) {
                 let name = format!("bench-p-{i}");
+                settle();
                 let r = publish_one(daemon, &name, gw, port, &mut ctrs[kind.index()]);
                 if step.take(kind, r).is_some() {
                     running[kind.index()] += 1;

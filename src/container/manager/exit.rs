@@ -74,18 +74,26 @@ impl ContainerManager {
     pub(super) async fn teardown(&self, entry: &Entry, code: i64) {
         let record = entry.record();
         let id = &record.id;
-        if let Err(e) = self.containerd.delete_task(id).await {
-            if e.kind() != ErrorKind::NotFound {
-                warn!(id = %&id[..12], error = %e, "deleting task");
+        // The two halves share nothing once the process is gone, and both
+        // mostly wait (containerd's shim; the kernel deleting veths, ~17 ms
+        // each): side by side, a stop takes the longer of them, not the sum.
+        let containerd_side = async {
+            if let Err(e) = self.containerd.delete_task(id).await {
+                if e.kind() != ErrorKind::NotFound {
+                    warn!(id = %&id[..12], error = %e, "deleting task");
+                }
             }
-        }
-        if let Err(e) = self.containerd.delete_container(id).await {
-            if e.kind() != ErrorKind::NotFound {
-                warn!(id = %&id[..12], error = %e, "deleting container from containerd");
+            if let Err(e) = self.containerd.delete_container(id).await {
+                if e.kind() != ErrorKind::NotFound {
+                    warn!(id = %&id[..12], error = %e, "deleting container from containerd");
+                }
             }
-        }
-        let _ = std::fs::remove_dir_all(self.config.run_root.join(id));
-        if let Some(sb) = &record.sandbox_id {
+            let _ = std::fs::remove_dir_all(self.config.run_root.join(id));
+        };
+        let network_side = async {
+            let Some(sb) = &record.sandbox_id else {
+                return;
+            };
             if let Err(e) = self.controller.delete_sandbox(sb).await {
                 warn!(id = %&id[..12], error = %e, "deleting sandbox");
             }
@@ -95,7 +103,8 @@ impl ContainerManager {
                         .network("disconnect", &net.id, &net.name, &net.driver, Some(id));
                 }
             }
-        }
+        };
+        futures::join!(containerd_side, network_side);
         if let Err(e) = entry.update(|r| {
             r.state.status = Status::Exited;
             r.state.pid = 0;

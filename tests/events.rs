@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::Daemon;
+use common::{percent_encode, Daemon};
 use serde_json::{json, Value};
 
 /// A hang guard for reading the stream, never asserted on.
@@ -148,7 +148,7 @@ fn events_api_with_since_until_and_filters() {
     assert_eq!(d.delete("/networks/other").status, 204);
 
     let events = |filters: Value| -> Vec<(String, String)> {
-        let q = encode(&filters.to_string());
+        let q = percent_encode(&filters.to_string());
         let r = d.get(&format!("/events?since={since}&until={until}&filters={q}"));
         assert_eq!(r.status, 200, "{}", r.text());
         r.text()
@@ -205,7 +205,7 @@ fn events_api_with_since_until_and_filters() {
     let r = d.post("/networks/prune", &json!({}));
     assert_eq!(r.status, 200, "{}", r.text());
     let until_prune = timestamp();
-    let q = encode(&json!({"type": ["network"]}).to_string());
+    let q = percent_encode(&json!({"type": ["network"]}).to_string());
     let r = d.get(&format!(
         "/events?since={since_prune}&until={until_prune}&filters={q}"
     ));
@@ -238,17 +238,4 @@ fn events_api_with_since_until_and_filters() {
         let got = r.json()["message"].as_str().unwrap().to_string();
         assert!(got.contains(message), "{query}: {got}");
     }
-}
-
-/// Percent-encodes a query value.
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }

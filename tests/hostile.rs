@@ -12,7 +12,7 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use common::Daemon;
+use common::{percent_encode, Daemon};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::{json, Value};
@@ -188,19 +188,6 @@ struct Case {
     body: Body,
 }
 
-/// Percent-encodes everything but unreserved characters, so any string
-/// becomes one valid path segment or query value.
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 fn any_id() -> impl Strategy<Value = String> {
     prop_oneof![
         "\\PC{0,30}",
@@ -247,17 +234,17 @@ fn any_case() -> impl Strategy<Value = Case> {
         }),
         any_filters().prop_map(|f| Case {
             method: "GET",
-            path: format!("/networks?filters={}", encode(&f)),
+            path: format!("/networks?filters={}", percent_encode(&f)),
             body: Body::Bytes(Vec::new()),
         }),
         any_filters().prop_map(|f| Case {
             method: "POST",
-            path: format!("/networks/prune?filters={}", encode(&f)),
+            path: format!("/networks/prune?filters={}", percent_encode(&f)),
             body: Body::Bytes(Vec::new()),
         }),
         any_id().prop_map(|id| Case {
             method: "GET",
-            path: format!("/networks/{}", encode(&id)),
+            path: format!("/networks/{}", percent_encode(&id)),
             body: Body::Bytes(Vec::new()),
         }),
         (
@@ -267,12 +254,12 @@ fn any_case() -> impl Strategy<Value = Case> {
         )
             .prop_map(|(id, action, body)| Case {
                 method: "POST",
-                path: format!("/networks/{}/{action}", encode(&id)),
+                path: format!("/networks/{}/{action}", percent_encode(&id)),
                 body,
             }),
         any_filters().prop_map(|f| Case {
             method: "GET",
-            path: format!("/events?until=0&filters={}", encode(&f)),
+            path: format!("/events?until=0&filters={}", percent_encode(&f)),
             body: Body::Bytes(Vec::new()),
         }),
         prop_oneof![
@@ -286,7 +273,7 @@ fn any_case() -> impl Strategy<Value = Case> {
         }),
         any_filters().prop_map(|f| Case {
             method: "GET",
-            path: format!("/containers/json?all=1&filters={}", encode(&f)),
+            path: format!("/containers/json?all=1&filters={}", percent_encode(&f)),
             body: Body::Bytes(Vec::new()),
         }),
         (
@@ -304,9 +291,9 @@ fn any_case() -> impl Strategy<Value = Case> {
                 method: if action == "json" { "GET" } else { "POST" },
                 path: format!(
                     "/containers/{}/{action}?signal={}&t={}",
-                    encode(&id),
-                    encode(&arg),
-                    encode(&arg)
+                    percent_encode(&id),
+                    percent_encode(&arg),
+                    percent_encode(&arg)
                 ),
                 body: Body::Bytes(Vec::new()),
             }),

@@ -611,3 +611,29 @@ fn networks_survive_a_restart_unchanged() {
         "Pool overlaps with other one on this address space",
     );
 }
+
+#[test]
+fn rm_and_prune_leave_a_network_in_use() {
+    let d = Daemon::start();
+    d.import_busybox();
+    d.docker_ok(&["network", "create", "busy"]);
+    d.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "user",
+        "--network",
+        "busy",
+        "busybox",
+        "sleep",
+        "300",
+    ]);
+    refused(&d, &["network", "rm", "busy"], "has active endpoints");
+    d.docker_ok(&["network", "prune", "-f"]);
+    assert!(ls_names(&d, &[]).contains(&"busy".to_string()));
+    let containers = inspect(&d, "busy")["Containers"].clone();
+    assert_eq!(containers.as_object().unwrap().len(), 1, "{containers}");
+    d.docker_ok(&["rm", "-f", "user"]);
+    d.docker_ok(&["network", "rm", "busy"]);
+    assert!(!ls_names(&d, &[]).contains(&"busy".to_string()));
+}

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::sync::Barrier;
 use std::thread;
 
-use common::{http, Daemon, Reply};
+use common::{http, percent_encode, Daemon, Reply};
 use serde_json::{json, Value};
 
 /// Names of every network, sorted.
@@ -478,19 +478,6 @@ fn prune_over_the_api_honours_label_and_until() {
         400,
         "invalid filter 'colour'",
     );
-}
-
-/// Percent-encodes a query value.
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 #[test]

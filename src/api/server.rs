@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -14,6 +14,10 @@ use tokio::task::JoinSet;
 use super::listener::{Accepted, Listener};
 use super::router::Router;
 use super::state::AppState;
+
+/// How long a client may take to send a request's headers, as dockerd's
+/// `ReadHeaderTimeout`: a connection that stalls is closed, not kept forever.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Pause after a failed accept (e.g. out of file descriptors) so the loop
 /// does not spin while the condition lasts.
@@ -123,6 +127,8 @@ where
     });
     // Upgrades stay possible for attach/exec hijacking.
     let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     tokio::pin!(conn);

@@ -235,6 +235,20 @@ impl Reply {
     }
 }
 
+/// Percent-encodes everything but unreserved characters, so any string
+/// becomes one valid path segment or query value.
+pub fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 /// One request on a fresh connection to `socket`.
 pub fn http(
     socket: &Path,

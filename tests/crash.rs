@@ -305,6 +305,35 @@ fn sigkill_at_random_moments_leaves_a_consistent_daemon() {
             "{at}: networks were {before:?}, now {after:?}"
         );
     }
+    // The random points must have cut a network create and a container
+    // start at least once each; where luck did not, cut one on purpose.
+    for kind in ["network create", "container start"] {
+        for attempt in 0..10 {
+            if inside.get(kind).copied().unwrap_or(0) > 0 {
+                break;
+            }
+            counter += 1;
+            let op = if kind == "network create" {
+                Op::CreateNetwork(format!("crash{counter}"))
+            } else {
+                let name = format!("ctr{counter}");
+                create_container(&d, &name, "bridge", 20000 + counter as u16, false);
+                Op::StartContainer(name)
+            };
+            let delay = op.window().mul_f64(0.3);
+            if kill_during(&mut d, &op, delay) {
+                *inside.entry(op.kind()).or_default() += 1;
+            }
+            check_invariants(
+                &d,
+                &format!("extra kill point {attempt} ({op:?} after {delay:?})"),
+            );
+        }
+        assert!(
+            inside.get(kind).copied().unwrap_or(0) > 0,
+            "no kill landed inside a {kind}"
+        );
+    }
     // Still fully usable afterwards.
     let reply = d.post("/networks/create", &json!({"Name": "after-crashes"}));
     assert_eq!(reply.status, 201, "{}", reply.text());

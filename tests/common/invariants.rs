@@ -144,7 +144,8 @@ fn check_containers(d: &Daemon, links: &BTreeMap<String, Option<String>>, rules:
     let mut endpoints = 0;
     let mut addresses = BTreeSet::new();
     let mut host_ports = BTreeSet::new();
-    let mut dnat = BTreeSet::new();
+    // Per published binding: the container and the DNAT targets it may have.
+    let mut dnat: Vec<(String, Vec<String>)> = Vec::new();
     let mut running_ids = Vec::new();
     for summary in list.json().as_array().unwrap() {
         let id = summary["Id"].as_str().unwrap();
@@ -189,25 +190,27 @@ fn check_containers(d: &Daemon, links: &BTreeMap<String, Option<String>>, rules:
                 "{at}: {ip} on {net} held twice"
             );
         }
-        // Ports are published on the primary network, the one it was run on.
-        let primary = match c["HostConfig"]["NetworkMode"].as_str().unwrap_or("default") {
-            "default" => "bridge",
-            mode => mode,
-        };
-        let ip = networks
-            .get(primary)
-            .and_then(|ep| ep["IPAddress"].as_str())
-            .filter(|s| !s.is_empty());
+        // Ports are published on one of its networks (the one holding the
+        // default route: after a disconnect of the first, another one).
+        let ips: Vec<String> = networks
+            .values()
+            .filter_map(|ep| ep["IPAddress"].as_str())
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
         if let Some(ports) = c["NetworkSettings"]["Ports"].as_object() {
             for (port, bindings) in ports {
                 for b in bindings.as_array().into_iter().flatten() {
                     let host = b["HostPort"].as_str().unwrap().to_string();
                     let key = (port.rsplit('/').next().unwrap().to_string(), host.clone());
                     assert!(host_ports.insert(key), "{at}: host port {host} held twice");
-                    if let Some(ip) = ip {
-                        let target = port.split('/').next().unwrap();
-                        dnat.insert(format!("{ip}:{target}"));
-                    }
+                    let target = port.split('/').next().unwrap();
+                    dnat.push((
+                        name.clone(),
+                        ips.iter()
+                            .map(|ip| format!("{ip}:{target}"))
+                            .collect::<Vec<_>>(),
+                    ));
                 }
             }
         }
@@ -231,15 +234,30 @@ fn check_containers(d: &Daemon, links: &BTreeMap<String, Option<String>>, rules:
         mounted, sandboxes,
         "{at}: namespace mounts vs running sandboxes"
     );
-    let in_rules: BTreeSet<String> = rules
+    let mut in_rules: Vec<String> = rules
         .lines()
         .filter(|l| l.contains("-j DNAT"))
         .filter_map(|l| l.split("--to-destination ").nth(1))
         .map(|t| t.split_whitespace().next().unwrap().to_string())
         .collect();
-    assert_eq!(
-        in_rules, dnat,
-        "{at}: DNAT rules vs published ports of running containers"
+    // Each live binding has exactly one rule, to one of its container's
+    // addresses; no rule is left over.
+    for (name, targets) in &dnat {
+        let found: Vec<usize> = (0..in_rules.len())
+            .filter(|&i| targets.contains(&in_rules[i]))
+            .collect();
+        assert_eq!(
+            found.len(),
+            1,
+            "{at}: {name}: DNAT rules {in_rules:?} for one of {targets:?}; containers: {}",
+            containers_view(d)
+        );
+        in_rules.remove(found[0]);
+    }
+    assert!(
+        in_rules.is_empty(),
+        "{at}: DNAT rules of no running container: {in_rules:?}; containers: {}",
+        containers_view(d)
     );
     // Overlay mounts belong to running containers only.
     let root = d.paths.root.display().to_string();
@@ -253,6 +271,27 @@ fn check_containers(d: &Daemon, links: &BTreeMap<String, Option<String>>, rules:
             "{at}: overlay mount of no running container: {line}"
         );
     }
+}
+
+/// Each container's name, state and addresses, for failure messages.
+fn containers_view(d: &Daemon) -> String {
+    let list = d.get("/containers/json?all=1").json();
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let nets: Vec<String> = c["NetworkSettings"]["Networks"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(n, ep)| format!("{n}={}", ep["IPAddress"].as_str().unwrap_or("")))
+                        .collect()
+                })
+                .unwrap_or_default();
+            format!("{} {} [{}]", c["Names"][0], c["Status"], nets.join(" "))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn check_store(dir: &Path, at: &str) {

@@ -172,7 +172,7 @@ pub fn inspect(r: &ContainerRecord, dir: &std::path::Path, log_path: &std::path:
             },
         },
         "Mounts": [],
-        "Config": r.config,
+        "Config": config_view(r),
         "NetworkSettings": {
             "Bridge": "",
             "SandboxID": r.sandbox_id.clone().unwrap_or_default(),
@@ -294,6 +294,25 @@ fn host_config_view(hc: &crate::api::container_types::HostConfig) -> Value {
     let log_type = view["LogConfig"]["Type"].as_str().unwrap_or_default();
     if log_type.is_empty() {
         view["LogConfig"] = serde_json::json!({"Type": "json-file", "Config": {}});
+    }
+    if view["Runtime"].as_str().unwrap_or_default().is_empty() {
+        view["Runtime"] = Value::from("runc");
+    }
+    view
+}
+
+/// The container's config as dockerd shows it: the hostname it runs with
+/// (the short id unless one was given) rather than an empty one.
+fn config_view(r: &ContainerRecord) -> Value {
+    let mut view =
+        serde_json::to_value(&r.config).unwrap_or_else(|_| Value::Object(Default::default()));
+    if r.config.hostname.is_empty()
+        && !matches!(
+            r.network_mode(),
+            crate::container::record::NetworkMode::Host
+        )
+    {
+        view["Hostname"] = Value::from(r.hostname());
     }
     view
 }

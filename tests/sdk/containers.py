@@ -40,6 +40,8 @@ def main(base_url: str, rootfs: str) -> None:
     )
     web.reload()
     assert web.status == "running", web.status
+    assert web.attrs["Config"]["Hostname"] == web.id[:12], web.attrs["Config"]
+    assert web.attrs["HostConfig"]["Runtime"] == "runc", web.attrs["HostConfig"]
     settings = web.attrs["NetworkSettings"]
     ip = settings["Networks"]["sdk-app"]["IPAddress"]
     assert ip.startswith(net.attrs["IPAM"]["Config"][0]["Subnet"].rsplit(".", 2)[0]), (ip, net.attrs)

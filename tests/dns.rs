@@ -316,3 +316,34 @@ fn malformed_packets_do_not_stop_the_resolver() {
     let (ok, out) = nslookup(&d, "net", "db");
     assert!(ok && answered(&out) == [db], "{out}");
 }
+
+#[test]
+fn a_containers_own_dns_is_where_its_embedded_dns_forwards() {
+    // The daemon's upstreams (the host's resolv.conf) are out of reach from
+    // this namespace; only the container's --dns leads to the test's server.
+    let d = Daemon::builder().with_world().start();
+    d.import_busybox();
+    let _upstream = Upstream::start(d.world().ns.path());
+    d.docker_ok(&["network", "create", "net"]);
+    let dns = WORLD_ADDR.to_string();
+    let out = d.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "net",
+        "--dns",
+        &dns,
+        "busybox",
+        "sh",
+        "-c",
+        "cat /etc/resolv.conf; nslookup outside.example",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("nameserver 127.0.0.11"), "{text}");
+    assert_eq!(answered(&text), [OUTSIDE_ADDR], "{text}");
+}

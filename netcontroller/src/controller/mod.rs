@@ -101,6 +101,9 @@ struct NetworkEntry {
 struct SandboxEntry {
     record: SandboxRecord,
     lock: Arc<tokio::sync::Mutex<()>>,
+    /// Where its embedded DNS forwards (a container's `--dns`); empty: the
+    /// daemon's upstreams. Not stored: no sandbox outlives the daemon.
+    upstreams: Vec<std::net::SocketAddr>,
 }
 
 /// The network controller. Cheap to share behind an `Arc`.

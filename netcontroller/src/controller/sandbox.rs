@@ -1,6 +1,6 @@
 //! Sandboxes (a container's network namespace) and the endpoints joined to them.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -80,9 +80,24 @@ impl Controller {
             SandboxEntry {
                 record: record.clone(),
                 lock: Arc::new(tokio::sync::Mutex::new(())),
+                upstreams: Vec::new(),
             },
         );
         Ok(record)
+    }
+
+    /// Sets the servers the sandbox's embedded DNS forwards unknown names to
+    /// (a container's `--dns`, port 53), instead of the daemon's. Takes
+    /// effect when its resolver starts: call it before connecting the
+    /// sandbox to a user network.
+    pub fn set_sandbox_upstreams(&self, sandbox_id: &str, servers: &[IpAddr]) -> Result<()> {
+        let mut st = self.state();
+        let entry = st
+            .sandboxes
+            .get_mut(sandbox_id)
+            .ok_or_else(|| ControllerError::SandboxNotFound(sandbox_id.to_string()))?;
+        entry.upstreams = servers.iter().map(|ip| SocketAddr::new(*ip, 53)).collect();
+        Ok(())
     }
 
     /// Leaves every network of the sandbox (continuing past errors), removes
@@ -440,7 +455,13 @@ impl Controller {
             return;
         }
         let book = Arc::new(Names(self.state.clone()));
-        match Resolver::start(&sandbox.id, path, book, self.resolver_config.clone()).await {
+        let mut config = self.resolver_config.clone();
+        if let Some(entry) = self.state().sandboxes.get(&sandbox.id) {
+            if !entry.upstreams.is_empty() {
+                config.upstreams = entry.upstreams.clone();
+            }
+        }
+        match Resolver::start(&sandbox.id, path, book, config).await {
             Ok(r) => {
                 self.resolvers_lock().insert(sandbox.id.clone(), r);
             }

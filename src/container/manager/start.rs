@@ -248,6 +248,17 @@ impl ContainerManager {
         }
         let sb = self.controller.create_sandbox(&record.id, false).await?;
         undo.sandbox = Some(sb.id.clone());
+        // A container's --dns is where its embedded DNS forwards, as dockerd's.
+        let own_dns: Vec<std::net::IpAddr> = record
+            .host_config
+            .dns
+            .iter()
+            .flatten()
+            .filter_map(|s| s.parse().ok())
+            .collect();
+        if !own_dns.is_empty() {
+            self.controller.set_sandbox_upstreams(&sb.id, &own_dns)?;
+        }
         let mut eps = Vec::new();
         let mut own = Vec::new();
         for (i, a) in record.networks.iter().enumerate() {

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use drivers::bridge::{
-    BridgeConfig as DriverBridgeConfig, BridgeDriver, BridgeOptions, IptablesFirewall,
-    OPT_BRIDGE_NAME, OPT_DEFAULT_BRIDGE, OPT_ENABLE_ICC, OPT_ENABLE_IP_MASQUERADE,
-    OPT_HOST_BINDING_IPV4, OPT_MTU,
+    bridge_rules, BridgeConfig as DriverBridgeConfig, BridgeDriver, BridgeOptions,
+    IptablesFirewall, OPT_BRIDGE_NAME, OPT_DEFAULT_BRIDGE, OPT_ENABLE_ICC,
+    OPT_ENABLE_IP_MASQUERADE, OPT_HOST_BINDING_IPV4, OPT_MTU,
 };
 use drivers::host::HostDriver;
 use drivers::null::NullDriver;
@@ -176,16 +176,10 @@ async fn create_default_bridge(
     }
 }
 
-/// The firewall's view of a bridge network.
-fn bridge_rules(net: &NetworkSpec, default_mtu: u32) -> Option<BridgeRules> {
+/// The firewall's view of a bridge network, if its options parse.
+fn firewall_rules(net: &NetworkSpec, default_mtu: u32) -> Option<BridgeRules> {
     let options = BridgeOptions::parse(net, default_mtu).ok()?;
-    Some(BridgeRules {
-        bridge: options.bridge_name,
-        subnet: net.ipv4.first()?.subnet,
-        icc: options.enable_icc,
-        masquerade: options.enable_ip_masquerade,
-        internal: net.internal,
-    })
+    bridge_rules(net, &options).ok()
 }
 
 /// Removes the rules of the previous run's default network that today's
@@ -199,10 +193,10 @@ fn replace_default_rules(
     current: Option<&NetworkSpec>,
     default_mtu: u32,
 ) {
-    let Some(old) = bridge_rules(stale, default_mtu) else {
+    let Some(old) = firewall_rules(stale, default_mtu) else {
         return;
     };
-    let current = current.and_then(|n| bridge_rules(n, default_mtu));
+    let current = current.and_then(|n| firewall_rules(n, default_mtu));
     if let Err(e) = fw.firewall().remove_network_except(&old, current.as_ref()) {
         tracing::warn!(error = %e, "removing the previous default network's rules");
     }

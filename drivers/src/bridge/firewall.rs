@@ -9,7 +9,7 @@ use netcontroller::driver::{DriverError, DriverResult};
 use netcontroller::firewall::{BridgeRules, Firewall, FirewallError, PortRules};
 use netcontroller::model::{NetworkSpec, PortBinding};
 
-use super::{BridgeFirewall, BridgeNetwork};
+use super::{BridgeFirewall, BridgeNetwork, BridgeOptions};
 
 /// A firewall call queued for the worker thread.
 type Job = Box<dyn FnOnce(&Firewall) + Send>;
@@ -74,15 +74,20 @@ impl IptablesFirewall {
 }
 
 fn rules(net: &NetworkSpec, bridge: &BridgeNetwork) -> DriverResult<BridgeRules> {
+    bridge_rules(net, &bridge.options)
+}
+
+/// The firewall's view of a bridge network with its parsed options.
+pub fn bridge_rules(net: &NetworkSpec, options: &BridgeOptions) -> DriverResult<BridgeRules> {
     let pool = net.ipv4.first().ok_or_else(|| DriverError::InvalidOption {
         key: "ipam".into(),
         reason: "a bridge network needs an IPv4 subnet".into(),
     })?;
     Ok(BridgeRules {
-        bridge: bridge.options.bridge_name.clone(),
+        bridge: options.bridge_name.clone(),
         subnet: pool.subnet,
-        icc: bridge.options.enable_icc,
-        masquerade: bridge.options.enable_ip_masquerade,
+        icc: options.enable_icc,
+        masquerade: options.enable_ip_masquerade,
         internal: net.internal,
     })
 }

@@ -24,7 +24,7 @@ use netcontroller::osl::{NetlinkHandle, OslError};
 use netcontroller::proxy::PortProxy;
 
 pub use endpoint::veth_name;
-pub use firewall::IptablesFirewall;
+pub use firewall::{bridge_rules, IptablesFirewall};
 pub use options::{
     default_bridge_name, BridgeOptions, MAX_MTU, MIN_MTU, OPT_BRIDGE_NAME, OPT_DEFAULT_BRIDGE,
     OPT_ENABLE_ICC, OPT_ENABLE_IP_MASQUERADE, OPT_HOST_BINDING_IPV4, OPT_MTU,

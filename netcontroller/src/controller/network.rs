@@ -115,10 +115,6 @@ impl Controller {
                 let request = req.ipam.clone().unwrap_or_default();
                 spec.ipv4 = vec![self.allocate_subnet(&id, &request, &spec.options).await?];
             }
-            if let Err(e) = driver.validate_network(&spec) {
-                self.release_ipam(&spec);
-                return Err(ControllerError::driver("invalid network", e));
-            }
             if let Err(e) = driver.create_network(&spec).await {
                 self.release_ipam(&spec);
                 return Err(ControllerError::driver(

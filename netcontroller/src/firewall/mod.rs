@@ -428,15 +428,13 @@ impl Firewall {
     /// changed the tables in between.
     fn restore(&self, plan: &Plan, base: Option<u32>) -> Result<(), FirewallError> {
         let batch = plan.batch();
-        let before = self.backend.generation();
         let outcome = self.backend.restore(batch);
+        // Anyone else's change, before or during ours, moves it further.
         let after = self.backend.generation();
         let sections = batch.sections().len() as u32;
         let mut known = self.known();
-        *known = match (&outcome, base, before, after) {
-            (Ok(()), Some(base), Some(before), Some(after))
-                if before == base && after == base.wrapping_add(sections) =>
-            {
+        *known = match (&outcome, base, after) {
+            (Ok(()), Some(base), Some(after)) if after == base.wrapping_add(sections) => {
                 Some(Known {
                     generation: after,
                     tables: plan.result().clone(),
@@ -445,7 +443,6 @@ impl Firewall {
             (Ok(()), ..) => {
                 debug!(
                     ?base,
-                    ?before,
                     ?after,
                     sections,
                     "tables changed meanwhile by someone else: read them next time"

@@ -47,9 +47,10 @@ pub enum ImageError {
 impl Kind for ImageError {
     fn kind(&self) -> ErrorKind {
         match self {
-            ImageError::NotFound(_) => ErrorKind::NotFound,
-            // The name is well-formed but matches several images: a conflict.
-            ImageError::Conflict(_) | ImageError::Ambiguous(_) => ErrorKind::Conflict,
+            // An id prefix matching several images is not found, as dockerd
+            // answers it (moby: NotFound("ambiguous reference")).
+            ImageError::NotFound(_) | ImageError::Ambiguous(_) => ErrorKind::NotFound,
+            ImageError::Conflict(_) => ErrorKind::Conflict,
             ImageError::InvalidReference(_)
             | ImageError::InvalidChange(_)
             | ImageError::InvalidArchive(_) => ErrorKind::InvalidArgument,

@@ -20,7 +20,7 @@ use tokio::runtime::Handle;
 use tokio_util::io::StreamReader;
 
 use super::error::ApiError;
-use super::request::{Ctx, RequestBody};
+use super::request::{Ctx, RequestBody, DRAIN_LIMIT};
 use super::response::{empty, json, json_lines, ok, ApiResult};
 use super::router::Router;
 use super::state::AppState;
@@ -113,8 +113,16 @@ impl Drop for Upload {
     fn drop(&mut self) {
         if let Some(reader) = self.reader.take() {
             let mut rest = reader.into_inner();
-            self.runtime
-                .spawn(async move { while rest.next().await.is_some() {} });
+            // Capped as any refused body is: past it the client sees a close.
+            self.runtime.spawn(async move {
+                let mut drained = 0;
+                while drained < DRAIN_LIMIT {
+                    match rest.next().await {
+                        Some(Ok(chunk)) => drained += chunk.len(),
+                        _ => break,
+                    }
+                }
+            });
         }
     }
 }

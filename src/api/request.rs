@@ -165,7 +165,7 @@ async fn read_capped(mut body: RequestBody, limit: usize) -> Result<Vec<u8>, Api
 
 /// How much of an oversized body is read and thrown away before answering;
 /// past it the connection is closed on the client.
-const DRAIN_LIMIT: usize = 64 << 20;
+pub(super) const DRAIN_LIMIT: usize = 64 << 20;
 
 async fn drain(mut body: RequestBody) {
     let mut drained = 0;

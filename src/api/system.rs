@@ -92,7 +92,7 @@ async fn version(_ctx: Ctx) -> ApiResult {
 /// `GET /info`: the fields `docker info` prints, with the host's real values.
 async fn info(ctx: Ctx) -> ApiResult {
     let config = &ctx.state().config;
-    let images = ctx.state().images()?.list().len();
+    let images = ctx.state().images()?.count();
     let (operating_system, os_version) = hostinfo::os_release();
     let cgroups = hostinfo::cgroups();
     let pools: Vec<Value> = config

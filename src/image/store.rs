@@ -636,6 +636,11 @@ impl ImageStore {
     }
 
     /// Every image, newest first.
+    /// How many images the store holds (without building their views).
+    pub fn count(&self) -> usize {
+        self.inner.lock().images.len()
+    }
+
     pub fn list(&self) -> Vec<Image> {
         let state = self.inner.lock();
         let mut images: Vec<Image> = state

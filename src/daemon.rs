@@ -242,7 +242,8 @@ fn engine_id(data_root: &Path) -> Result<String, DaemonError> {
         source,
     };
     match fs::read_to_string(&path) {
-        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_string()),
+        // Anything else than our own UUID is replaced: the id names cgroups.
+        Ok(id) if is_uuid(id.trim()) => return Ok(id.trim().to_string()),
         Ok(_) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(err(e)),
@@ -254,6 +255,18 @@ fn engine_id(data_root: &Path) -> Result<String, DaemonError> {
         .and_then(|()| fs::rename(&tmp, &path))
         .map_err(err)?;
     Ok(id)
+}
+
+/// Whether `s` looks like what [`new_uuid`] writes.
+fn is_uuid(s: &str) -> bool {
+    s.len() == 36
+        && s.bytes().enumerate().all(|(i, b)| {
+            if matches!(i, 8 | 13 | 18 | 23) {
+                b == b'-'
+            } else {
+                b.is_ascii_hexdigit()
+            }
+        })
 }
 
 /// A random (version 4) UUID.

@@ -77,13 +77,14 @@ impl Entry {
 
     /// Changes the record and persists it; the change is kept in memory
     /// even when writing fails (the error is returned).
+    ///
+    /// The write happens under the record's lock: concurrent updates (a stop
+    /// racing the exit watcher) reach the disk in the order they were made,
+    /// and never share the temp file.
     pub fn update<R>(&self, f: impl FnOnce(&mut ContainerRecord) -> R) -> Result<R> {
-        let (out, snapshot) = {
-            let mut record = lock(&self.record);
-            let out = f(&mut record);
-            (out, record.clone())
-        };
-        write_record(&self.dir, &snapshot)?;
+        let mut record = lock(&self.record);
+        let out = f(&mut record);
+        write_record(&self.dir, &record)?;
         Ok(out)
     }
 

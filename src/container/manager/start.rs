@@ -76,8 +76,9 @@ impl ContainerManager {
                 let _ = entry.update(|r| {
                     r.state.error = message;
                     r.state.exit_code = code;
-                    // Recording the start itself may be what failed.
-                    if r.state.status == Status::Running {
+                    // Recording the start itself may be what failed, or a
+                    // restart-policy start after its backoff did.
+                    if matches!(r.state.status, Status::Running | Status::Restarting) {
                         r.state.status = Status::Exited;
                         r.state.pid = 0;
                     }

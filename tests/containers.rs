@@ -564,11 +564,24 @@ fn restart_policies_across_daemon_restarts_and_a_sigkilled_daemon() {
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
 
-    // docker stop marks it stopped by hand: a restart leaves it down.
-    d.docker_ok(&["stop", "keep"]);
+    // Stopped by hand: a daemon restart brings `always` back (dockerd's
+    // documented rule) but leaves `unless-stopped` down.
+    d.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "stays",
+        "--restart",
+        "unless-stopped",
+        "busybox",
+        "sleep",
+        "300",
+    ]);
+    d.docker_ok(&["stop", "-t", "0", "keep", "stays"]);
     d.restart();
-    assert_eq!(inspect(&d, "keep")["State"]["Running"], false);
-    d.docker_ok(&["rm", "keep", "lost"]);
+    assert_eq!(inspect(&d, "keep")["State"]["Running"], true);
+    assert_eq!(inspect(&d, "stays")["State"]["Running"], false);
+    d.docker_ok(&["rm", "-f", "keep", "stays", "lost"]);
     d.docker_ok(&["network", "rm", "side"]);
     assert_clean(&d);
 }

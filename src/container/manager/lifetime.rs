@@ -40,7 +40,14 @@ impl ContainerManager {
             }
             let record = entry.record();
             let policy = record.host_config.restart_policy.name.as_str();
-            if matches!(policy, "always" | "unless-stopped") && self.should_restart(&record) {
+            // At daemon start `always` brings back even a container stopped
+            // by hand (dockerd's documented rule); `unless-stopped` does not.
+            let wanted = match policy {
+                "always" => true,
+                "unless-stopped" => !record.state.manually_stopped,
+                _ => false,
+            };
+            if wanted {
                 to_start.push(entry);
             }
         }

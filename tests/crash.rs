@@ -196,18 +196,28 @@ fn next_op(rng: &mut StdRng, d: &Daemon, counter: &mut u32) -> Op {
     }
 }
 
+/// What became of the request a kill point cut.
+struct Cut {
+    /// The kill landed while the request was in flight.
+    in_flight: bool,
+    /// The daemon answered it with success before it died.
+    acknowledged: bool,
+}
+
 /// Sends `op` on a thread, kills the daemon `delay` later, restarts it.
-/// Returns whether the kill landed while the request was in flight.
-fn kill_during(d: &mut Daemon, op: &Op, delay: Duration) -> bool {
+fn kill_during(d: &mut Daemon, op: &Op, delay: Duration) -> Cut {
     let socket = d.paths.socket.clone();
     let (method, path, body) = op.request();
     let request = thread::spawn(move || send(&socket, method, &path, body.as_ref()));
     thread::sleep(delay);
     let in_flight = !request.is_finished();
     d.kill();
-    let _ = request.join().unwrap();
+    let acknowledged = request.join().unwrap().is_ok_and(|r| r.status < 300);
     d.launch();
-    in_flight
+    Cut {
+        in_flight,
+        acknowledged,
+    }
 }
 
 fn send(socket: &Path, method: &str, path: &str, body: Option<&Value>) -> Result<Reply, String> {
@@ -250,7 +260,8 @@ fn sigkill_at_random_moments_leaves_a_consistent_daemon() {
             .map(|(name, _)| name)
             .collect();
         let ctrs_before: BTreeSet<String> = containers(&d).into_keys().collect();
-        if kill_during(&mut d, &op, delay) {
+        let cut = kill_during(&mut d, &op, delay);
+        if cut.in_flight {
             *inside.entry(op.kind()).or_default() += 1;
         }
         let at = format!("kill point {point} ({op:?} after {delay:?})");
@@ -304,6 +315,19 @@ fn sigkill_at_random_moments_leaves_a_consistent_daemon() {
             after == before || after == done,
             "{at}: networks were {before:?}, now {after:?}"
         );
+        // What was answered with success happened, whatever came after.
+        if cut.acknowledged {
+            assert_eq!(
+                after, done,
+                "{at}: acknowledged, yet networks are {after:?}"
+            );
+            if let Op::RemoveContainer(name) = &op {
+                assert!(
+                    !ctrs_after.contains(name),
+                    "{at}: acknowledged removal of {name} undone"
+                );
+            }
+        }
     }
     // The random points must have cut a network create and a container
     // start at least once each; where luck did not, cut one on purpose.
@@ -321,7 +345,7 @@ fn sigkill_at_random_moments_leaves_a_consistent_daemon() {
                 Op::StartContainer(name)
             };
             let delay = op.window().mul_f64(0.3);
-            if kill_during(&mut d, &op, delay) {
+            if kill_during(&mut d, &op, delay).in_flight {
                 *inside.entry(op.kind()).or_default() += 1;
             }
             check_invariants(

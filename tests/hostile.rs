@@ -12,6 +12,7 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
+use common::invariants::check_invariants;
 use common::{percent_encode, Daemon};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
@@ -382,6 +383,8 @@ fn generated_requests_get_4xx_and_change_nothing() {
         })
         .unwrap();
     assert_eq!(d.get("/_ping").status, 200);
+    // Nor did any refused request leave a bridge, rule, netns or mount.
+    check_invariants(&d, "after the generated requests");
     eprintln!(
         "{} generated requests answered without a 5xx ({} networks or containers created and removed)",
         answered.get(),

@@ -215,7 +215,7 @@ fn names_and_aliases_resolve_within_a_network_and_follow_the_lifecycle() {
 
     // Another network does not see the name: the upstream says NXDOMAIN.
     let (ok, out) = nslookup(&d, "back", "web");
-    assert!(!ok && !answered(&out).contains(&web), "{out}");
+    assert!(!ok && out.contains("NXDOMAIN"), "{out}");
 
     // Names that are not ours are forwarded to the upstream.
     let (ok, out) = nslookup(&d, "front", OUTSIDE);
@@ -223,15 +223,15 @@ fn names_and_aliases_resolve_within_a_network_and_follow_the_lifecycle() {
 
     // A stopped container stops resolving at once; the alias keeps the other.
     d.docker_ok(&["stop", "-t", "0", "web"]);
-    let (_, out) = nslookup(&d, "front", "web");
-    assert!(!answered(&out).contains(&web), "{out}");
+    let (ok, out) = nslookup(&d, "front", "web");
+    assert!(!ok && out.contains("NXDOMAIN"), "{out}");
     let (ok, out) = nslookup(&d, "front", "site");
     assert!(ok && answered(&out) == [web2], "{out}");
 
     // So does a disconnected one.
     d.docker_ok(&["network", "disconnect", "front", "web2"]);
-    let (_, out) = nslookup(&d, "front", "web2");
-    assert!(!answered(&out).contains(&web2), "{out}");
+    let (ok, out) = nslookup(&d, "front", "web2");
+    assert!(!ok && out.contains("NXDOMAIN"), "{out}");
 
     // With the upstream gone the answer is SERVFAIL, not a hang.
     upstream.stop();

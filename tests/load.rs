@@ -165,7 +165,6 @@ impl Client {
                 3..=4 if ctrs.len() < CONTAINERS_PER_CLIENT && !nets.is_empty() => {
                     let name = format!("lc-{client}-{counter}");
                     let network = nets[rng.random_range(0..nets.len())].clone();
-                    let port = 30000 + (client * 1000 + counter) as u16;
                     let body = json!({
                         "Image": "busybox",
                         "Cmd": ["sleep", "600"],
@@ -173,7 +172,7 @@ impl Client {
                         "ExposedPorts": {"80/tcp": {}},
                         "HostConfig": {
                             "NetworkMode": network,
-                            "PortBindings": {"80/tcp": [{"HostPort": port.to_string()}]},
+                            "PortBindings": {"80/tcp": [{"HostPort": ""}]},
                         },
                     });
                     let path = format!("/containers/create?name={name}");

@@ -237,7 +237,7 @@ impl ContainerStore {
     /// Every container, newest first.
     pub fn list(&self) -> Vec<Arc<Entry>> {
         let mut out: Vec<Arc<Entry>> = lock(&self.index).entries.values().cloned().collect();
-        out.sort_by_key(|e| std::cmp::Reverse(e.record().created));
+        out.sort_by_cached_key(|e| std::cmp::Reverse(e.record().created));
         out
     }
 

@@ -648,7 +648,7 @@ impl ImageStore {
             .keys()
             .filter_map(|hex| self.inner.image(&state, hex))
             .collect();
-        images.sort_by(|a, b| b.created().cmp(&a.created()).then(a.id.cmp(&b.id)));
+        images.sort_by_cached_key(|i| (std::cmp::Reverse(i.created()), i.id.clone()));
         images
     }
 
